@@ -341,66 +341,47 @@ class Parser:
                 st = _HEX
                 hd = 0
                 continue
+            bad = None  # why the text block in progress is lost, if it is
             if st == _VALUE:
                 if 32 <= b < 127:
                     if flen == MAX_VALUE:
-                        st = _IDLE
-                        event = self._drop_text(BAD_VALUE, tn + 1)
-                        break
+                        bad = BAD_VALUE
                     flen += 1
                 elif b == _CR:
                     st = _NL
                 else:
-                    st = _IDLE
-                    event = self._drop_text(BAD_BYTE, tn + 1)
-                    break
-                tb[tn] = b
-                tn += 1
-                ts += b
+                    bad = BAD_BYTE
             elif st == _LABEL:
                 if 32 < b < 127:
                     if flen == MAX_LABEL:
-                        st = _IDLE
-                        event = self._drop_text(BAD_LABEL, tn + 1)
-                        break
+                        bad = BAD_LABEL
                     flen += 1
                 elif b == _TAB and flen:
                     if flen == 8 and self._is_checksum_label(tn):
                         st = _CHECKSUM
                     elif self._nfields == MAX_FIELDS:
-                        st = _IDLE
-                        event = self._drop_text(BAD_FIELDS, tn + 1)
-                        break
+                        bad = BAD_FIELDS
                     else:
                         self._nfields += 1
                         st = _VALUE
                     flen = 0
                 else:
-                    st = _IDLE
-                    if b == _CR:
-                        i -= 1
-                        event = self._drop_text(BAD_FRAMING, tn)
-                    else:
-                        event = self._drop_text(BAD_BYTE, tn + 1)
-                    break
-                tb[tn] = b
-                tn += 1
-                ts += b
+                    bad = BAD_FRAMING if b == _CR else BAD_BYTE
             elif st == _NL:
-                if b != _LF:
-                    st = _IDLE
-                    if b == _CR:
-                        i -= 1
-                        event = self._drop_text(BAD_FRAMING, tn)
-                    else:
-                        event = self._drop_text(BAD_FRAMING, tn + 1)
-                    break
+                if b == _LF:
+                    st = _LABEL
+                    flen = 0
+                else:
+                    bad = BAD_FRAMING
+            elif st == _CHECKSUM:
                 tb[tn] = b
-                tn += 1
-                ts += b
-                st = _LABEL
-                flen = 0
-            elif st == _IDLE:
+                st = _IDLE
+                event = self._end_text(tn + 1, ts + b)
+                tn = 0
+                if event is not None:
+                    break
+                continue
+            else:  # _IDLE
                 if b == _CR:
                     tb[0] = b
                     tn = 1
@@ -409,14 +390,21 @@ class Parser:
                     st = _NL
                 else:
                     self.discarded += 1
-            else:  # _CHECKSUM
-                tb[tn] = b
-                tn += 1
-                ts += b
+                continue
+            if bad is not None:
                 st = _IDLE
-                event = self._end_text(tn, ts)
+                if b == _CR:
+                    i -= 1  # a resync point: read it again as the start of a block
+                else:
+                    tn += 1
+                event = self._drop_text(bad, tn)
+                tn = 0
                 if event is not None:
                     break
+                continue
+            tb[tn] = b
+            tn += 1
+            ts += b
         self._i = i
         self._state = st
         # the block buffer only matters while a text block is in progress
