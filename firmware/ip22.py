@@ -270,4 +270,5 @@ def encode(reg, value):
 
 def set_frame(reg, value):
     """The HEX frame that sets `reg` to the physical `value`."""
-    return vedirect.frame_set(reg, REGISTERS[reg][1], encode(reg, value))
+    raw = encode(reg, value)
+    return vedirect.frame_set(reg, REGISTERS[reg][1], raw)

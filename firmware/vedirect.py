@@ -146,11 +146,60 @@ class TextBlock:
             out.append((label.decode(), value.decode()))
         return out
 
+    def _find(self, label):
+        """(start, end) of the value of `label` in the block buffer, or None; no allocation."""
+        buf = self.buf
+        size = self.size
+        n = len(label)
+        i = 0  # at the "\r" of a field
+        while i + 3 + n <= size:
+            if buf[i + 2 + n] == _TAB:
+                k = 0
+                while k < n and buf[i + 2 + k] == ord(label[k]):
+                    k += 1
+                if k == n:
+                    start = end = i + 3 + n
+                    while end < size and buf[end] != _CR:
+                        end += 1
+                    return start, end
+            i += 2
+            while i < size and buf[i] != _CR:
+                i += 1
+        return None
+
     def get(self, label, default=None):
-        for name, value in self.fields():
-            if name == label:
-                return value
-        return default
+        """The value of field `label` as str."""
+        span = self._find(label)
+        if span is None or label == "Checksum":
+            return default
+        return bytes(self.buf[span[0] : span[1]]).decode()
+
+    def number(self, label, default=None):
+        """The value of field `label` as int ("0x" prefix: hex), without allocating; `default`
+        if the field is missing or not a number (the IP22 sends "---" for no temperature)."""
+        span = self._find(label)
+        if span is None:
+            return default
+        buf = self.buf
+        i, end = span
+        sign = 1
+        if i < end and buf[i] == 45:  # "-"
+            sign = -1
+            i += 1
+        base = 10
+        if end - i > 2 and buf[i] == 48 and buf[i + 1] in (88, 120):  # "0x" or "0X"
+            base = 16
+            i += 2
+        if i == end:
+            return default
+        value = 0
+        while i < end:
+            digit = _HEXVAL[buf[i]]
+            if digit >= base:
+                return default
+            value = value * base + digit
+            i += 1
+        return sign * value
 
 
 class HexFrame:
@@ -258,7 +307,8 @@ class Parser:
             n += 1 + self._hd
         return n
 
-    def feed(self, data, now_ms=0):
+    def feed(self, data, now_ms=0, size=-1):
+        """Parse `data` (the first `size` bytes of it, so a reused read buffer needs no slice)."""
         if self._i < self._end:
             # The caller stopped iterating early (an exception in its loop, say): the rest of
             # the old chunk is lost, so start over cleanly rather than splice two streams.
@@ -271,7 +321,7 @@ class Parser:
         self._last_ms = now_ms
         self._data = data
         self._i = 0
-        self._end = len(data)
+        self._end = len(data) if size < 0 else size
         return self
 
     def __iter__(self):

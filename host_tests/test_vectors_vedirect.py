@@ -236,10 +236,35 @@ def test_real_ip22_block():
     assert p.text_ok == 1 and p.discarded == 0
 
 
-def test_block_get():
+def test_block_get_and_number():
     p = v.Parser()
+    seen = 0
     for ev in p.feed(IP22_BLOCK, 0):
-        assert ev.get("V") == "26870" and ev.get("T") == "---" and ev.get("XX") is None
+        seen += 1
+        assert ev.get("V") == "26870" and ev.get("T") == "---" and ev.get("SER#") == "HQ2249TNFVM"
+        assert ev.get("XX") is None and ev.get("Checksum") is None and ev.get("C") is None
+        assert ev.number("V") == 26870 and ev.number("I") == 2000 and ev.number("CS") == 3
+        assert ev.number("PID") == 0xA332 and ev.number("HC#") == 57825
+        assert ev.number("T") is None and ev.number("T", -1) == -1
+        assert ev.number("SER#") is None and ev.number("XX") is None
+    assert seen == 1
+
+
+def test_block_number_signs_and_empty_values():
+    raw = block([(b"I", b"-1500"), (b"E", b""), (b"H", b"0x"), (b"X", b"12a")])
+    p = v.Parser()
+    for ev in p.feed(raw, 0):
+        assert ev.number("I") == -1500
+        assert ev.number("E") is None and ev.get("E") == ""
+        assert ev.number("H") is None and ev.number("X") is None
+
+
+def test_feed_size_limits_the_bytes_read():
+    buf = bytearray(IP22_BLOCK + b":A0920000022\n")
+    p = v.Parser()
+    events = [snapshot(e) for e in p.feed(buf, 0, len(IP22_BLOCK))]
+    assert [e[:2] for e in events] == [("text", True)]
+    assert p.pending_bytes() == 0 and p.discarded == 0
 
 
 def test_checksum_byte_is_taken_unconditionally():
