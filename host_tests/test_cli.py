@@ -81,7 +81,12 @@ def test_decode_stdin_with_bad_frames_and_unknown_registers() -> None:
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[0] == {"kind": "hex", "ok": False, "reason": "checksum", "frame": ":A0920000023"}
     assert lines[1] == {
-        "kind": "hex", "ok": True, "code": "async", "register": "0x1234", "flags": 0, "raw": "01"
+        "kind": "hex",
+        "ok": True,
+        "code": "async",
+        "register": "0x1234",
+        "flags": 0,
+        "raw": "01",
     }
     assert lines[2] == {"kind": "hex", "ok": True, "code": "ping", "raw": "4243"}
     assert lines[3]["kind"] == "summary" and lines[3]["hex_bad"] == 1 and lines[3]["hex_ok"] == 2

@@ -1,4 +1,4 @@
-"""The firmware on real MicroPython: the shared vectors on the Unix port, mpy-cross for the board."""
+"""The firmware on real MicroPython: shared vectors on the Unix port, mpy-cross for the board."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ VECTOR_MODULES = ["test_vectors_vedirect", "test_vectors_ip22"]
 def count_tests(module: str) -> int:
     tree = ast.parse((ROOT / "host_tests" / (module + ".py")).read_text())
     return sum(
-        1 for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+        1
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
     )
 
 

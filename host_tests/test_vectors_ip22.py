@@ -47,7 +47,13 @@ def test_encode_rounds_to_the_resolution():
 
 
 def test_encode_refuses():
-    for reg, value in ((0xED8D, 1.0), (0x1234, 1.0), (0x010A, 1.0), (0xEDF0, -1.0), (0xEDF0, 7000.0)):
+    for reg, value in (
+        (0xED8D, 1.0),
+        (0x1234, 1.0),
+        (0x010A, 1.0),
+        (0xEDF0, -1.0),
+        (0xEDF0, 7000.0),
+    ):
         try:
             ip22.encode(reg, value)
         except ValueError:
@@ -74,7 +80,7 @@ def test_products():
     assert ip22.product(0xA336)[1:] == (24, 16, 1)
     assert ip22.product(0xA335)[3] == 3
     assert ip22.product(0xA389) is None
-    for pid, (model, volts, amps, outputs) in ip22.PRODUCTS.items():
+    for pid, (_, volts, amps, outputs) in ip22.PRODUCTS.items():
         assert volts in (12, 24) and amps in (8, 12, 15, 16, 20, 30) and outputs in (1, 3), pid
         assert pid & 1 == (outputs == 3), pid
 

@@ -407,7 +407,11 @@ def test_capture_decodes_completely():
                     frames += 1
         assert (blocks, frames) == (52, 1305), (chunk, blocks, frames)
         assert p.counters() == {
-            "text_ok": 52, "text_bad": 0, "hex_ok": 1305, "hex_bad": 0, "discarded": 0
+            "text_ok": 52,
+            "text_bad": 0,
+            "hex_ok": 1305,
+            "hex_bad": 0,
+            "discarded": 0,
         }, chunk
         assert p.pending_bytes() == 0
 

@@ -18,7 +18,9 @@ VALUE_CHARS = [c for c in range(0x20, 0x7F) if c != 0x3A]
 labels = st.lists(st.sampled_from(LABEL_CHARS), min_size=1, max_size=v.MAX_LABEL).map(bytes)
 values = st.lists(st.sampled_from(VALUE_CHARS), max_size=v.MAX_VALUE).map(bytes)
 fields = st.lists(
-    st.tuples(labels.filter(lambda lb: lb != b"Checksum"), values), min_size=1, max_size=v.MAX_FIELDS
+    st.tuples(labels.filter(lambda lb: lb != b"Checksum"), values),
+    min_size=1,
+    max_size=v.MAX_FIELDS,
 )
 
 
@@ -26,7 +28,9 @@ fields = st.lists(
 def hex_frames(draw: Any) -> bytes:
     code = draw(st.sampled_from([1, 3, 4, 5, 7, 8, 0xA]))
     if code in (7, 8, 0xA):
-        payload = draw(st.binary(min_size=2, max_size=2)) + draw(st.binary(min_size=1, max_size=61))
+        payload = draw(st.binary(min_size=2, max_size=2)) + draw(
+            st.binary(min_size=1, max_size=61)
+        )
     else:
         payload = draw(st.binary(max_size=8))
     return v.frame(code, payload)
@@ -186,7 +190,9 @@ def lcs(a: list[Any], b: list[Any]) -> int:
 
 
 @FUZZ
-@given(streams(st.binary(max_size=40) | protocolish), st.lists(st.integers(0, 10_000), max_size=30))
+@given(
+    streams(st.binary(max_size=40) | protocolish), st.lists(st.integers(0, 10_000), max_size=30)
+)
 def test_any_garbage_costs_at_most_the_next_frame(
     stream: tuple[bytes, list[Any], int], cuts: list[int]
 ) -> None:

@@ -106,7 +106,9 @@ def parse_register(text: str) -> int:
     try:
         reg = int(text, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError("not a register: %r (use 0xEDF0 or a name)" % text)
+        raise argparse.ArgumentTypeError(
+            "not a register: %r (use 0xEDF0 or a name)" % text
+        ) from None
     if not 0 <= reg <= 0xFFFF:
         raise argparse.ArgumentTypeError("register out of range: %r" % text)
     return reg
@@ -116,7 +118,7 @@ def parse_amps(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("not a current in A: %r" % text)
+        raise argparse.ArgumentTypeError("not a current in A: %r" % text) from None
     if value != value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError("not a current in A: %r" % text)
     return value
@@ -129,7 +131,7 @@ def cmd_decode(args: argparse.Namespace, out: IO[str]) -> int:
     try:
         stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     except OSError as err:
-        raise CliError("cannot read %s: %s" % (args.file, err.strerror), EXIT_USAGE)
+        raise CliError("cannot read %s: %s" % (args.file, err.strerror), EXIT_USAGE) from None
     parser = codec.Parser()
     with stream:
         while True:
@@ -158,7 +160,7 @@ def build_frame(args: argparse.Namespace) -> bytes:
     try:
         return ip22.set_frame(args.register, args.value)
     except (ValueError, KeyError) as err:
-        raise CliError(str(err), EXIT_USAGE)
+        raise CliError(str(err), EXIT_USAGE) from None
 
 
 def cmd_frame(args: argparse.Namespace, out: IO[str]) -> int:
@@ -240,7 +242,7 @@ def open_port(url: str) -> Any:
     try:
         return serial.serial_for_url(url, baudrate=BAUDRATE, timeout=0.05)
     except (serial.SerialException, ValueError) as err:
-        raise CliError("cannot open %s: %s" % (url, err), EXIT_USAGE)
+        raise CliError("cannot open %s: %s" % (url, err), EXIT_USAGE) from None
 
 
 def describe(answer: dict[str, Any]) -> str:
