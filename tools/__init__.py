@@ -1,0 +1,1 @@
+"""Host tools: the VE.Direct CLI, the simulators, benchmarks, flashing."""

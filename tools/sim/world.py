@@ -1,0 +1,241 @@
+"""The household around the charger: PV and load from a profile or a built-in scenario, the
+charger's AC draw added on its phase, and the resulting grid power handed to Venus once a
+second. Also the run-time faults, by name, for the command line and the control interface."""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import math
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+from tools.sim.charger import VirtualIP22
+from tools.sim.venus import Reading, VenusRegisters
+
+Profile = Callable[[float], tuple[float, float]]  # t (s) -> (pv W, load W)
+
+
+def steady(t: float) -> tuple[float, float]:
+    """A sunny noon: 1.5 kW of PV, a 350 W base load."""
+    return 1500.0, 350.0
+
+
+def kettle(t: float) -> tuple[float, float]:
+    """Surplus with load steps: a 2 kW kettle for 2 minutes every 10 minutes (first at 60 s)."""
+    on = t >= 60 and (t - 60) % 600 < 120
+    return 1200.0, 300.0 + (2000.0 if on else 0.0)
+
+
+def clouds(t: float) -> tuple[float, float]:
+    """Passing clouds: PV drops to 30 % for 20-60 s at irregular, repeatable times."""
+    rng = random.Random(int(t // 90))  # one cloud decision per 90 s window
+    start, length = rng.uniform(0, 40), rng.uniform(20, 60)
+    shaded = rng.random() < 0.6 and start <= t % 90 < start + length
+    return (1800.0 * (0.3 if shaded else 1.0)), 400.0
+
+
+def evening(t: float) -> tuple[float, float]:
+    """Sunset: PV falls from 1.5 kW to 0 over 30 minutes, then night."""
+    return max(0.0, 1500.0 * (1 - t / 1800.0)), 400.0
+
+
+def night(t: float) -> tuple[float, float]:
+    """No PV at all: any charging would come from the grid."""
+    return 0.0, 300.0
+
+
+SCENARIOS: dict[str, Profile] = {
+    "steady": steady,
+    "kettle": kettle,
+    "clouds": clouds,
+    "evening": evening,
+    "night": night,
+}
+
+
+def load_profile(path: str | Path) -> Profile:
+    """A CSV `t_s,pv_w,load_w` (header required, any step), interpolated, held after the end."""
+    times: list[float] = []
+    rows: list[tuple[float, float]] = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"t_s", "pv_w", "load_w"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError("%s: missing column(s) %s" % (path, ", ".join(sorted(missing))))
+        for n, row in enumerate(reader, start=2):
+            try:
+                t, pv, load = float(row["t_s"]), float(row["pv_w"]), float(row["load_w"])
+            except (TypeError, ValueError):
+                raise ValueError("%s line %d: not a number: %r" % (path, n, row)) from None
+            if times and t <= times[-1]:
+                raise ValueError("%s line %d: t_s must increase" % (path, n))
+            if not all(math.isfinite(x) for x in (t, pv, load)) or pv < 0 or load < 0:
+                raise ValueError("%s line %d: values must be finite, pv and load >= 0" % (path, n))
+            times.append(t)
+            rows.append((pv, load))
+    if not rows:
+        raise ValueError("%s: no rows" % path)
+
+    def profile(t: float) -> tuple[float, float]:
+        i = bisect.bisect_right(times, t)
+        if i == 0:
+            return rows[0]
+        if i == len(times):
+            return rows[-1]
+        t0, t1 = times[i - 1], times[i]
+        w = (t - t0) / (t1 - t0)
+        (p0, l0), (p1, l1) = rows[i - 1], rows[i]
+        return p0 + (p1 - p0) * w, l0 + (l1 - l0) * w
+
+    return profile
+
+
+class World:
+    """Steps the household, the charger's physics and Venus's registers in simulated time."""
+
+    def __init__(
+        self,
+        charger: VirtualIP22,
+        venus: VenusRegisters,
+        profile: Profile,
+        phases: int = 1,
+        charger_phase: int = 1,
+    ) -> None:
+        if phases not in (1, 3):
+            raise ValueError("phases must be 1 or 3")
+        if not 1 <= charger_phase <= phases:
+            raise ValueError("charger phase must be 1..%d" % phases)
+        self.charger = charger
+        self.venus = venus
+        self.profile = profile
+        self.phases = phases
+        self.charger_phase = charger_phase
+        self.now = 0.0
+        self._next_venus = 0.0
+        self.pv_w = self.load_w = 0.0
+        self.grid_w = (0.0, 0.0, 0.0)
+
+    def compute(self, now: float) -> Reading:
+        pv, load = self.profile(now)
+        self.pv_w, self.load_w = pv, load
+        n = self.phases
+        per_phase_pv = [pv / n if k < n else 0.0 for k in range(3)]
+        consumption = [load / n if k < n else 0.0 for k in range(3)]
+        consumption[self.charger_phase - 1] += self.charger.physics.ac_w
+        grid = tuple(consumption[k] - per_phase_pv[k] for k in range(3))
+        self.grid_w = grid  # type: ignore[assignment]
+        ph = self.charger.physics
+        return Reading(
+            grid_w=grid,  # type: ignore[arg-type]
+            consumption_w=tuple(consumption),  # type: ignore[arg-type]
+            pv_on_grid_w=tuple(per_phase_pv),  # type: ignore[arg-type]
+            battery_v=ph.voltage,
+            battery_a=ph.current_a,
+            soc_percent=ph.battery.soc * 100,
+            phases=n,
+        )
+
+    def step(self, now: float) -> None:
+        """Advance the world to `now`; Venus sees a new reading once a second."""
+        self.now = now
+        if now >= self._next_venus:
+            self.venus.update(self.compute(now))
+            self._next_venus = math.floor(now) + 1.0
+        else:
+            self.compute(now)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "t_s": round(self.now, 1),
+            "pv_w": round(self.pv_w),
+            "load_w": round(self.load_w),
+            "charger_ac_w": round(self.charger.physics.ac_w, 1),
+            "grid_w": [round(g) for g in self.grid_w[: self.phases]],
+            "grid_total_w": round(sum(self.grid_w)),
+            "charger": self.charger.status(self.now),
+            "venus": {
+                "faults": self.venus.faults.__dict__,
+                "reads": self.venus.reads,
+                "exceptions": self.venus.exceptions,
+            },
+        }
+
+
+def parse_bool(text: Any) -> bool:
+    if isinstance(text, bool):
+        return text
+    if str(text).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(text).lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("not a boolean: %r" % (text,))
+
+
+def parse_share(text: Any) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise ValueError("a share must be 0..1, got %r" % (text,))
+    return value
+
+
+def parse_seconds(text: Any) -> float:
+    value = float(text)
+    if not 0 <= value <= 86400:
+        raise ValueError("seconds must be 0..86400, got %r" % (text,))
+    return value
+
+
+def parse_exception_code(text: Any) -> int:
+    value = int(text)
+    if value not in (0, 1, 2, 3, 4, 5, 6, 10, 11):
+        raise ValueError("a Modbus exception code (1-6, 10, 11) or 0 for none, got %r" % (text,))
+    return value
+
+
+FAULTS = {
+    "charger.corrupt": "share of bytes altered on the wire (0..1)",
+    "charger.drop": "share of bytes lost on the wire (0..1)",
+    "charger.silence": "seconds of silence on the line, from now",
+    "charger.no_replies": "true: HEX requests get no answer",
+    "charger.reply_delay": "seconds before each HEX answer",
+    "charger.text_pause": "seconds without text blocks after each HEX request (older firmware)",
+    "charger.reboot": "true: power-cycle the charger now",
+    "venus.down": "true: the Modbus TCP service is off (connection refused)",
+    "venus.exception": "every read answers this Modbus exception code; 0 = none",
+    "venus.frozen": "true: Venus's values stop updating",
+    "venus.meter_dropout": "true: the grid meter is gone (820-822 read 0, unit 30 missing)",
+}
+
+
+def apply_fault(world: World, name: str, value: Any) -> None:
+    """Set one fault by name; ValueError with a clear message for anything else."""
+    cf = world.charger.faults
+    vf = world.venus.faults
+    now = world.now
+    if name == "charger.corrupt":
+        cf.corrupt = parse_share(value)
+    elif name == "charger.drop":
+        cf.drop = parse_share(value)
+    elif name == "charger.silence":
+        cf.silent_until = now + parse_seconds(value)
+    elif name == "charger.no_replies":
+        cf.no_replies = parse_bool(value)
+    elif name == "charger.reply_delay":
+        cf.reply_delay_s = parse_seconds(value)
+    elif name == "charger.text_pause":
+        cf.text_pause_s = parse_seconds(value)
+    elif name == "charger.reboot":
+        if parse_bool(value):
+            world.charger.reboot(now)
+    elif name == "venus.down":
+        vf.down = parse_bool(value)
+    elif name == "venus.exception":
+        vf.exception = parse_exception_code(value)
+    elif name == "venus.frozen":
+        vf.frozen = parse_bool(value)
+    elif name == "venus.meter_dropout":
+        vf.meter_dropout = parse_bool(value)
+    else:
+        raise ValueError("unknown fault %r; known: %s" % (name, ", ".join(FAULTS)))
