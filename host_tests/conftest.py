@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 TOOLS = ROOT / "tools"
+sys.path.insert(0, str(ROOT))  # tools.sim
 sys.path.insert(0, str(FIRMWARE))
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

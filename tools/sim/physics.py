@@ -8,20 +8,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-# Open-circuit voltage per cell against state of charge (0..1), piecewise linear.
+# Per cell, against state of charge (0..1), piecewise linear:
+# the open-circuit voltage of a battery at rest ...
 OCV_CURVES: dict[str, list[tuple[float, float]]] = {
-    # flooded/AGM lead-acid at rest, 6 cells per 12 V
     "lead-acid": [(0.0, 1.93), (0.2, 1.98), (0.5, 2.04), (0.8, 2.09), (1.0, 2.14)],
-    # LiFePO4: flat plateau, steep at both ends, 4 cells per 12 V
-    "lifepo4": [
-        (0.0, 2.80),
-        (0.05, 3.10),
-        (0.2, 3.25),
-        (0.7, 3.30),
-        (0.95, 3.35),
-        (1.0, 3.55),
-    ],
+    "lifepo4": [(0.0, 2.80), (0.05, 3.10), (0.2, 3.25), (0.7, 3.30), (0.95, 3.35), (1.0, 3.45)],
 }
+# ... and its EMF while it takes a charge current: polarisation and, for lead-acid, gassing
+# lift it steeply near full (above ~2.35 V/cell; LiFePO4's knee above ~3.4 V/cell). This is
+# what makes the current taper in absorption and lets the voltage settle at float.
+CHARGE_CURVES: dict[str, list[tuple[float, float]]] = {
+    "lead-acid": [(0.0, 2.00), (0.5, 2.15), (0.8, 2.28), (0.9, 2.38), (0.95, 2.45), (1.0, 2.55)],
+    "lifepo4": [(0.0, 3.00), (0.1, 3.30), (0.9, 3.40), (0.97, 3.50), (1.0, 3.70)],
+}
+POLARISATION_C = 0.01  # the charge current (in C) at which half the polarisation has built up
 CELLS_PER_12V = {"lead-acid": 6, "lifepo4": 4}
 
 # IP22 charge voltages per 12 V ("normal" preset, and the Li-ion preset), volts:
@@ -61,11 +61,25 @@ class Battery:
         return self.cells * interpolate(OCV_CURVES[self.chemistry], self.soc)
 
     def terminal_voltage(self, current_a: float) -> float:
-        return self.ocv() + current_a * self.resistance_ohm
+        if current_a <= 0:
+            return self.ocv() + current_a * self.resistance_ohm
+        rest = self.ocv()
+        polarisation = self.cells * interpolate(CHARGE_CURVES[self.chemistry], self.soc) - rest
+        build_up = current_a / (current_a + POLARISATION_C * self.capacity_ah)
+        return rest + max(0.0, polarisation) * build_up + current_a * self.resistance_ohm
 
     def accepts(self, voltage: float) -> float:
-        """Current the battery takes when held at `voltage`."""
-        return max(0.0, (voltage - self.ocv()) / self.resistance_ohm)
+        """Current the battery takes when held at `voltage` (the voltage rises with current)."""
+        if voltage <= self.ocv():
+            return 0.0
+        low, high = 0.0, (voltage - self.ocv()) / self.resistance_ohm  # without polarisation
+        for _ in range(24):
+            mid = (low + high) / 2
+            if self.terminal_voltage(mid) < voltage:
+                low = mid
+            else:
+                high = mid
+        return low
 
     def charge(self, current_a: float, dt: float) -> None:
         # charge efficiency: lead-acid loses more as it fills

@@ -8,6 +8,7 @@ import contextlib
 import errno
 import logging
 import os
+import threading
 import time
 import tty
 from typing import Any
@@ -193,3 +194,48 @@ class Installation:
         if self._pty:
             self._pty.close()
         self._stopped.set()
+
+
+class Background:
+    """An installation on its own event loop in a thread, for tests and tools written in
+    blocking style: `with Background(world, pty=True) as sim: sim.endpoints["pty"]`.
+    Touch `sim.world` only through `sim.call(fn)`, which runs fn on the simulation's loop."""
+
+    def __init__(self, world: World, speed: float = 1.0, pty: bool = False) -> None:
+        self.world = world
+        self.speed = speed
+        self.pty = pty
+        self.endpoints: dict[str, str] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.installation: Installation | None = None
+
+    def __enter__(self) -> "Background":
+        self._thread.start()
+
+        async def start() -> dict[str, str]:
+            self.installation = Installation(self.world, Clock(self.speed))
+            return await self.installation.start(pty=self.pty)
+
+        self.endpoints = asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
+        return self
+
+    def call(self, fn: Any) -> Any:
+        async def run() -> Any:
+            result = fn()
+            if self.installation:
+                await self.installation.venus_server.apply_faults()
+            return result
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+
+    def now(self) -> float:
+        assert self.installation
+        return self.installation.clock.now()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.installation:
+            asyncio.run_coroutine_threadsafe(self.installation.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
