@@ -6,10 +6,15 @@ import io
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from conftest import ROOT, TOOLS
-from fake_charger import FakeCharger
+from tools.sim.charger import ChargerOptions, VirtualIP22
+from tools.sim.physics import Battery
+from tools.sim.serve import Background
+from tools.sim.venus import VenusRegisters
+from tools.sim.world import SCENARIOS, World
 
 CLI = TOOLS / "vedirect.py"
 CAPTURE = ROOT / "host_tests" / "data" / "ip22-24-12-stream.bin"
@@ -136,63 +141,108 @@ def test_bad_usage_exits_2(args: list[str], message: str) -> None:
     assert message in result.stderr
 
 
+def simulated(**options: Any) -> Background:
+    """The virtual IP22 on a pty, running in real time in a background thread."""
+    charger = VirtualIP22(ChargerOptions(**options), Battery(soc=0.3))
+    world = World(charger, VenusRegisters(), SCENARIOS["steady"])
+    return Background(world, pty=True)
+
+
 def test_ping_and_get() -> None:
-    with FakeCharger() as charger:
-        code, out = run_main("--port", charger.path, "ping")
+    with simulated() as sim:
+        port = sim.endpoints["pty"]
+        code, out = run_main("--port", port, "ping")
         assert code == 0 and out == "ping reply: 4243\n"
-        code, out = run_main("--port", charger.path, "get", "0xEDDF")
+        code, out = run_main("--port", port, "get", "0xEDDF")
         assert code == 0 and out == "0xEDDF max_current: 12.0 A\n"
-        code, out = run_main("--port", charger.path, "get", "0x2015")
+    with simulated(volatile="absent") as sim:
+        code, out = run_main("--port", sim.endpoints["pty"], "get", "0x2015")
         assert code == 3 and out == "0x2015 link_charge_current_limit: refused: unknown id\n"
 
 
+def test_socket_url_works_too() -> None:
+    with simulated() as sim:
+        code, out = run_main("--port", sim.endpoints["charger"], "get", "0xEDC8")
+        assert code == 0 and out == "0xEDC8 min_current: 3.0 A\n"
+
+
 def test_set_current_confirmed() -> None:
-    with FakeCharger() as charger:
-        code, out = run_main("--port", charger.path, "set-current", "7.5")
+    with simulated() as sim:
+        code, out = run_main("--port", sim.endpoints["pty"], "set-current", "7.5")
         assert code == 0, out
         assert "stored in the charger's flash" in out
         assert "charger confirmed 7.5 A (Blue Smart IP22 24/12 (1))" in out
-        assert charger.received[-1] == ":8F0ED004B0025"
-        assert charger.registers[0xEDF0] == b"\x4b\x00"
+        assert sim.call(lambda: sim.world.charger.stored_limit) == 75
+        assert sim.call(lambda: sim.world.charger.counters.nvm_writes) == 1
 
 
 def test_set_current_outside_the_model_range_is_refused_before_sending() -> None:
-    with FakeCharger() as charger:
+    with simulated() as sim:
         for amps in ("2.9", "12.1", "-1"):
-            code, out = run_main("--port", charger.path, "set-current", amps)
+            code, out = run_main("--port", sim.endpoints["pty"], "set-current", amps)
             assert code == 2, (amps, out)
-        assert not any(f.startswith(":8") for f in charger.received)
+        assert sim.call(lambda: sim.world.charger.counters.nvm_writes) == 0
+
+
+def hidden_minimum(sim: Background) -> None:
+    """A charger whose real minimum (5.0 A) is above the 25 % rule and not in 0xEDC8."""
+
+    def hide() -> None:
+        sim.world.charger.options.min_register = False
+        sim.world.charger.min_raw = 50
+
+    sim.call(hide)
+
+
+def test_set_current_rejected_by_the_charger_exits_3() -> None:
+    with simulated() as sim:
+        hidden_minimum(sim)
+        code, out = run_main("--port", sim.endpoints["pty"], "set-current", "4")
+        assert code == 3
+        assert "charger refused 4.0 A: parameter error" in out
 
 
 def test_set_current_clamped_by_the_charger_exits_3() -> None:
-    with FakeCharger(on_set="clamp") as charger:
-        charger.registers[0xEDC8] = b"\x0a\x00"  # the charger says 1.0 A is its minimum
-        code, out = run_main("--port", charger.path, "set-current", "2")
+    with simulated(below_min="clamp") as sim:
+        hidden_minimum(sim)
+        code, out = run_main("--port", sim.endpoints["pty"], "set-current", "4")
         assert code == 3
-        assert "charger refused 2.0 A: parameter error" in out
+        assert "charger confirmed 5.0 A" in out and "differs from the 4.0 A" in out
 
 
 def test_no_reply_exits_3_after_retries() -> None:
-    with FakeCharger(silent=True) as charger:
-        code, out = run_main("--port", charger.path, "--timeout", "0.3", "--retries", "1", "ping")
+    with simulated() as sim:
+        sim.call(lambda: setattr(sim.world.charger.faults, "no_replies", True))
+        args = ("--port", sim.endpoints["pty"], "--timeout", "0.3", "--retries", "1", "ping")
+        code, out = run_main(*args)
         assert code == 3
-        assert charger.received == [":154", ":154"]
+        assert sim.call(lambda: sim.world.charger.counters.requests) == 2
+
+
+def test_slow_reply_within_the_timeout() -> None:
+    with simulated() as sim:
+        sim.call(lambda: setattr(sim.world.charger.faults, "reply_delay_s", 0.6))
+        code, out = run_main("--port", sim.endpoints["pty"], "--timeout", "1.5", "ping")
+        assert code == 0 and sim.call(lambda: sim.world.charger.counters.requests) == 1
 
 
 def test_monitor_json() -> None:
-    with FakeCharger() as charger:
-        code, out = run_main("--port", charger.path, "monitor", "--json", "--seconds", "1.5")
+    with simulated() as sim:
+        code, out = run_main(
+            "--port", sim.endpoints["pty"], "monitor", "--json", "--seconds", "2.5"
+        )
     assert code == 0
     lines = out.splitlines()
     events = [json.loads(x) for x in lines if not x.startswith("#")]
     assert any(e["kind"] == "text" and e["fields"]["PID"] == "0xA334" for e in events)
     assert any(e.get("register") == "0x2009" for e in events)
+    assert all(e["ok"] for e in events)
     assert lines[-1].startswith("# ") and json.loads(lines[-1][2:])["text_ok"] >= 1
 
 
 def test_monitor_human() -> None:
-    with FakeCharger() as charger:
-        code, out = run_main("--port", charger.path, "monitor", "--seconds", "1.2")
+    with simulated() as sim:
+        code, out = run_main("--port", sim.endpoints["pty"], "monitor", "--seconds", "2.2")
     assert code == 0
-    assert "CS=3 (bulk)" in out and "ERR=0 (no error)" in out
+    assert "ERR=0 (no error)" in out and "CS=245 (starting up)" in out
     assert "async 0x2009 link_error_code = 0" in out

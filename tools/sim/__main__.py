@@ -147,7 +147,7 @@ def run(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return asyncio.run(main(args))
-    except ValueError as err:
+    except (ValueError, OSError) as err:
         print("tools.sim: %s" % err, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
