@@ -114,3 +114,38 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
             timeout=30,
         )
         assert result.returncode == 2, (args, result.stderr)
+
+
+def test_modbus_grid_follows_the_current_set_over_the_pty() -> None:
+    proc, sim = start("--scenario", "steady", "--speed", "5", "--soc", "0.3", "--duration", "60")
+    try:
+        host, port = sim["venus"].rsplit(":", 1)
+        client = ModbusTcpClient(host, port=int(port), timeout=2, retries=0)
+        assert client.connect()
+        time.sleep(3)  # 15 s simulated: past the start-up delay, at the 12 A limit
+
+        def grid() -> int:
+            return signed(client.read_holding_registers(820, count=1, device_id=100).registers[0])
+
+        full = grid()
+        assert full == pytest.approx(
+            350 + get(sim["control"] + "/state")["charger_ac_w"] - 1500, abs=25
+        )
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "vedirect.py"), "--port", sim["pty"]]
+            + ["set-current", "3"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        time.sleep(3)  # 15 s simulated: seven time constants
+        low = grid()
+        state = get(sim["control"] + "/state")
+        assert state["charger"]["current_a"] == pytest.approx(3.0, abs=0.05)
+        assert full - low > 200  # about 250 W less from the grid
+        assert low == pytest.approx(350 + state["charger_ac_w"] - 1500, abs=25)
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
