@@ -1,0 +1,205 @@
+"""The hardware edge, and the only module that touches it.
+
+On an ESP32: machine.UART to the charger header, network.WLAN as a station with reconnect and
+back-off, machine.WDT, reset. On the MicroPython Unix port (and CPython): the charger is a
+stream to the simulator, a TCP "host:port" or a pty/tty path, and there is no WiFi.
+"""
+
+import asyncio
+import gc
+
+try:
+    from time import ticks_diff, ticks_ms
+except ImportError:  # CPython
+    import time
+
+    def ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+
+try:
+    import machine
+    import network
+
+    ESP32 = hasattr(machine, "UART")
+except ImportError:  # the Unix port has a `machine` without UART, and no `network`
+    ESP32 = False
+
+BAUDRATE = 19200
+# Linux termios values the MicroPython termios module does not name
+B19200 = 14
+VTIME = 5
+VMIN = 6
+WIFI_RETRY_S = 5
+WIFI_RETRY_MAX_S = 300
+
+
+class StreamPort:
+    """A charger port over asyncio streams: readinto(buf), write(data), drain(), close()."""
+
+    def __init__(self, reader, writer, closer=None):
+        self.reader = reader
+        self.writer = writer
+        self._closer = closer
+        if not hasattr(reader, "readinto"):  # CPython's StreamReader
+            self.readinto = self._read_copy
+
+    async def readinto(self, buf):
+        return await self.reader.readinto(buf)
+
+    async def _read_copy(self, buf):
+        data = await self.reader.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def write(self, data):
+        self.writer.write(data)
+
+    async def drain(self):
+        await self.writer.drain()
+
+    def close(self):
+        try:
+            if self._closer:
+                self._closer()
+            else:
+                self.writer.close()
+        except OSError:
+            pass
+
+
+def free_heap():
+    return gc.mem_free() if hasattr(gc, "mem_free") else None
+
+
+def heap_used():
+    return gc.mem_alloc() if hasattr(gc, "mem_alloc") else None
+
+
+class NoWatchdog:
+    def feed(self):
+        pass
+
+
+class HostBoard:
+    """The Unix port (or CPython): the charger over TCP or a tty, no WiFi, no watchdog."""
+
+    name = "host"
+
+    def __init__(self, uart):
+        if not uart:
+            raise ValueError(
+                "on the host, say where the charger is: --uart HOST:PORT or a tty path"
+            )
+        self.uart = uart
+
+    async def open_uart(self):
+        spec = self.uart
+        if spec.startswith("socket://"):
+            spec = spec[len("socket://") :]
+        if not spec.startswith("/"):
+            host, _, port = spec.rpartition(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            return StreamPort(reader, writer)
+        return _open_tty(spec)
+
+    def wifi_status(self):
+        return {"connected": True, "ssid": None, "ip": None, "note": "host network, no WiFi"}
+
+    async def wifi_task(self, config, log):
+        return
+
+    def watchdog(self, timeout_ms):
+        return NoWatchdog()
+
+    def reset(self):
+        raise SystemExit(0)
+
+
+def _open_tty(path):
+    """A pty or serial device in raw mode, 19200 baud, reads that never block (VMIN=0)."""
+    import termios
+
+    f = open(path, "r+b")
+    fd = f.fileno()
+    termios.setraw(fd)
+    attrs = termios.tcgetattr(fd)
+    attrs[4] = attrs[5] = B19200
+    attrs[6][VMIN] = 0  # without this a read blocks the whole event loop until n bytes came
+    attrs[6][VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    return StreamPort(asyncio.StreamReader(f), asyncio.StreamWriter(f, {}), f.close)
+
+
+class Esp32Board:
+    """The adapter board: ESP32-C3, UART1 on the header through the isolator."""
+
+    name = "esp32"
+
+    def __init__(self, config):
+        self.uart_config = config["uart"]
+        self._port = None
+        self.wlan = None
+        self._wifi = {"connected": False, "ssid": None, "ip": None, "note": "starting"}
+
+    async def open_uart(self):
+        if self._port is None:  # one UART for the life of the board
+            u = self.uart_config
+            uart = machine.UART(
+                u["id"], baudrate=BAUDRATE, tx=u["tx"], rx=u["rx"], rxbuf=u["rxbuf"], timeout=0
+            )
+            self._port = StreamPort(asyncio.StreamReader(uart), asyncio.StreamWriter(uart, {}))
+            self._port.close = lambda: None
+        return self._port
+
+    def wifi_status(self):
+        return self._wifi
+
+    async def wifi_task(self, config, log):
+        """Keep the station connected: the IDF reconnects by itself; if the link stays down,
+        disconnect and connect again with a growing back-off."""
+        ssid = config["wifi"]["ssid"]
+        self._wifi["ssid"] = ssid
+        if not ssid:
+            self._wifi["note"] = "no WiFi configured"
+            return
+        try:
+            network.hostname(config["hostname"])
+        except (AttributeError, ValueError, OSError):
+            pass
+        wlan = self.wlan = network.WLAN(network.STA_IF)
+        wlan.active(True)
+        wlan.connect(ssid, config["wifi"]["password"])
+        down_since = ticks_ms()
+        backoff = WIFI_RETRY_S
+        while True:
+            if wlan.isconnected():
+                if down_since is not None:
+                    log("WiFi connected to %s" % ssid)
+                down_since = None
+                backoff = WIFI_RETRY_S
+                self._wifi.update(connected=True, ip=wlan.ifconfig()[0], note="connected")
+            else:
+                self._wifi.update(connected=False, ip=None, note="status %s" % wlan.status())
+                if down_since is None:
+                    down_since = ticks_ms()
+                    log("WiFi lost")
+                elif ticks_diff(ticks_ms(), down_since) > backoff * 1000:
+                    wlan.disconnect()
+                    wlan.connect(ssid, config["wifi"]["password"])
+                    down_since = ticks_ms()
+                    backoff = min(backoff * 2, WIFI_RETRY_MAX_S)
+            await asyncio.sleep(1)
+
+    def watchdog(self, timeout_ms):
+        return machine.WDT(timeout=timeout_ms)
+
+    def reset(self):
+        machine.reset()
+
+
+def make(config, uart=None):
+    return Esp32Board(config) if ESP32 else HostBoard(uart)

@@ -1,0 +1,594 @@
+"""The link to the charger: the only writer to the UART.
+
+Bytes -> vedirect.Parser -> ChargerState. One HEX request in flight at a time, matched to its
+reply by code and register, retried, then counted as a failure. `set_current()` and
+`set_charging()` are the only ways to change the charger; the state shows what the charger
+*confirmed*, never what was asked. Stored settings (0xEDF0, in the charger's flash) are written
+only under a WriteBudget; the volatile limit 0x2015 is used instead when the charger has it.
+"""
+
+import asyncio
+
+import ip22
+import vedirect
+
+try:
+    from time import ticks_diff, ticks_ms, ticks_us
+except ImportError:  # CPython (a Venus OS service, tests)
+    import time
+
+    def ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def ticks_us():
+        return int(time.monotonic() * 1000000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+
+REPLY_TIMEOUT_S = 1.0
+RETRIES = 2  # tries after the first, for a request without an answer
+LINK_TIMEOUT_MS = 3000  # no valid frame (text or HEX) for this long: the link is down
+HEX_FRESH_MS = 2500  # text values lag the async HEX ones; prefer HEX this long
+NETWORK_MODE_EXTERNAL = 0x05  # 0x200E: networked + external control (never 0x09, the BMS bit)
+DAY_MS = 24 * 3600 * 1000
+READ_BUFFER = 256
+PROBE_RETRY_MS = 30000  # a charger that does not answer HEX is asked again this often
+
+_REPLY_RETRY = "retry"  # the charger saw a garbled frame (":4AAAAFD"): send again
+
+
+class WriteBudget:
+    """How often a stored setting may be written: skip unchanged values and changes inside the
+    deadband, space increases by a minimum interval, cap writes per 24 h. Decreases skip the
+    interval (they are what failing safe needs) but not the cap."""
+
+    def __init__(self, deadband, min_interval_s, daily_max):
+        self.deadband = deadband
+        self.min_interval_ms = min_interval_s * 1000
+        self.daily_max = daily_max
+        self.recent = []  # ticks of the writes of the last 24 h (at most daily_max)
+        self.last_ms = None
+
+    def check(self, stored, wanted, now_ms):
+        """None if a write of `wanted` over `stored` is allowed now, else the reason."""
+        self._expire(now_ms)
+        if stored is not None:
+            change = wanted - stored
+            if abs(change) < 0.05:
+                return "unchanged"
+            if abs(change) < self.deadband:
+                return "within the %.1f A deadband" % self.deadband
+            increase = change > 0
+        else:
+            increase = True
+        if len(self.recent) >= self.daily_max:
+            return "daily limit of %d stored writes reached" % self.daily_max
+        if increase and self.last_ms is not None:
+            wait = self.min_interval_ms - ticks_diff(now_ms, self.last_ms)
+            if wait > 0:
+                return "next increase allowed in %d s" % ((wait + 999) // 1000)
+        return None
+
+    def full(self, now_ms):
+        self._expire(now_ms)
+        return len(self.recent) >= self.daily_max
+
+    def record(self, now_ms):
+        self.last_ms = now_ms
+        self.recent.append(now_ms)
+        self._expire(now_ms)
+
+    def _expire(self, now_ms):
+        while self.recent and ticks_diff(now_ms, self.recent[0]) >= DAY_MS:
+            self.recent.pop(0)
+
+    def used_24h(self, now_ms):
+        self._expire(now_ms)
+        return len(self.recent)
+
+
+class ChargerState:
+    """What the charger told us. None = not known (yet)."""
+
+    def __init__(self):
+        self.pid = None
+        self.model = None
+        self.firmware = None
+        self.serial = None
+        self.voltage_v = None
+        self.current_a = None
+        self.state = None  # CS / 0x0201 code
+        self.error = None  # ERR / 0xEDDA code
+        self.off_reason = None  # 0x0207 bits
+        self.temperature_c = None
+        self.uptime_s = None
+        self.stored_limit_a = None  # 0xEDF0 as confirmed
+        self.volatile_limit_a = None  # 0x2015 as confirmed (None: not in use)
+        self.min_a = None
+        self.max_a = None
+        self.rated_a = None
+        self.outputs = None
+        self.volatile = None  # 0x2015 path: None unknown, True works, False absent
+        self.device_mode = None  # 0x0200 on/off: None unknown, True works, False absent
+        self.hex_answers = None  # does the charger answer HEX requests at all?
+        self.charging = None  # True/False as confirmed by 0x0200 or 0x2015
+        self.last_frame_ms = None
+        self.probed = False
+
+    @property
+    def limit_a(self):
+        """The limit in force: min(volatile, stored), as the charger applies it."""
+        if self.volatile_limit_a is not None and self.stored_limit_a is not None:
+            return min(self.volatile_limit_a, self.stored_limit_a)
+        return self.stored_limit_a
+
+
+class Link:
+    def __init__(self, open_port, settings, log=print, persisted_writes=0):
+        """`open_port()` -> a port with async readinto(buf), write(data), async drain(),
+        close(). `settings` is the config's "charger" section."""
+        self.open_port = open_port
+        self.settings = settings
+        self.log = log
+        self.state = ChargerState()
+        self.parser = vedirect.Parser()
+        self.read_only = False  # safe mode: look, never touch
+        self.budget = WriteBudget(
+            settings["stored_deadband_a"],
+            settings["stored_min_interval_s"],
+            settings["stored_daily_max"],
+        )
+        self.stored_writes = persisted_writes  # every 0xEDF0/0x0200 write, ever
+        self.counters = {
+            "commands": 0,
+            "confirmed": 0,
+            "refused": 0,
+            "timeouts": 0,
+            "failures": 0,
+            "skipped_writes": 0,
+            "reconnects": 0,
+        }
+        self.last_skip = None  # why the last stored write was not made
+        self.busy_us = 0  # time spent parsing, for the CPU share
+        self.desired_current = None  # what the controller wants, re-sent on the volatile path
+        self.desired_on = None
+        self._port = None
+        self._lock = asyncio.Lock()
+        self._got = asyncio.Event()
+        self._want = None  # (code, register) of the request in flight
+        self._reply = None
+        self._volatile_sent_ms = None
+        self._mode_sent = None  # last 0x0200 value confirmed
+        self._hex_v_ms = None
+        self._hex_i_ms = None
+        self._probe_failed_ms = None
+
+    # -- link state ----------------------------------------------------------------------
+
+    def connected(self, now_ms=None):
+        last = self.state.last_frame_ms
+        if last is None:
+            return False
+        return ticks_diff(ticks_ms() if now_ms is None else now_ms, last) < LINK_TIMEOUT_MS
+
+    def frame_age_s(self):
+        last = self.state.last_frame_ms
+        return None if last is None else ticks_diff(ticks_ms(), last) / 1000
+
+    # -- bytes in --------------------------------------------------------------------------
+
+    async def read_loop(self, port):
+        buf = bytearray(READ_BUFFER)
+        while True:
+            n = await port.readinto(buf)
+            if not n:
+                raise OSError("charger stream closed")
+            start = ticks_us()
+            now = ticks_ms()
+            for ev in self.parser.feed(buf, now, n):
+                if ev.ok:
+                    self.state.last_frame_ms = now
+                    if ev.kind == "text":
+                        self._on_text(ev, now)
+                    else:
+                        self._on_hex(ev, now)
+            self.busy_us += ticks_diff(ticks_us(), start)
+
+    def _on_text(self, block, now):
+        s = self.state
+        pid = block.number("PID")
+        if pid is not None and pid != s.pid:
+            s.pid = pid
+            known = ip22.product(pid)
+            s.model = known[0] if known else "PID 0x%04X" % pid
+        if s.firmware is None:
+            s.firmware = block.get("FWE")
+        if s.serial is None:
+            s.serial = block.get("SER#")
+        if not self._fresh(self._hex_v_ms, now):
+            v = block.number("V")
+            s.voltage_v = None if v is None else v / 1000
+        if not self._fresh(self._hex_i_ms, now):
+            i = block.number("I")
+            s.current_a = None if i is None else i / 1000
+        s.state = block.number("CS", s.state)
+        s.error = block.number("ERR", s.error)
+        t = block.number("T")
+        s.temperature_c = t  # "---" (no sensor) reads None
+
+    def _fresh(self, at, now):
+        return at is not None and ticks_diff(now, at) < HEX_FRESH_MS
+
+    def _on_hex(self, frame, now):
+        want = self._want
+        if want is not None:
+            if frame.code == want[0] and (want[1] is None or frame.register == want[1]):
+                self._reply = (frame.code, frame.register, frame.flags, frame.raw)
+                self._got.set()
+            elif frame.code == vedirect.ERROR:
+                self._reply = _REPLY_RETRY
+                self._got.set()
+            elif frame.code == vedirect.UNKNOWN:
+                self._reply = (frame.code, None, None, frame.raw)
+                self._got.set()
+        if frame.register is not None and not frame.flags:
+            self._remember(frame.register, frame, now)  # async, get answer or set echo
+
+    def _remember(self, reg, frame, now):
+        """Values the charger reports by itself (async) or in a get answer."""
+        if frame.value_size() not in (1, 2, 4):
+            return
+        s = self.state
+        if reg == 0xED8D or reg == 0xEDD5:
+            v = frame.unpack_sized(True)
+            if v is not None:
+                s.voltage_v = v / 100
+                self._hex_v_ms = now
+        elif reg == 0xED8C:
+            i = frame.unpack_sized(True)
+            if i is not None:
+                s.current_a = i / 1000
+                self._hex_i_ms = now
+        elif reg == 0xED8F or reg == 0xEDD7:
+            i = frame.unpack_sized(True)
+            if i is not None and not self._fresh(self._hex_i_ms, now):
+                s.current_a = i / 10
+        elif reg == 0x0201:
+            s.state = frame.unpack_sized(False)
+        elif reg == 0x0207:
+            s.off_reason = frame.unpack_sized(False, False)
+        elif reg == 0xEDDA:
+            s.error = frame.unpack_sized(False)
+        elif reg == 0x0120:
+            uptime = frame.unpack_sized(False)
+            if uptime is not None and s.uptime_s is not None and uptime + 2 < s.uptime_s:
+                self.log("charger restarted (uptime %d s -> %d s)" % (s.uptime_s, uptime))
+                s.probed = False  # volatile settings are gone: probe and apply again
+                self._volatile_sent_ms = None
+            s.uptime_s = uptime
+        elif reg == 0xEDF0:
+            raw = frame.unpack_sized(False)
+            s.stored_limit_a = None if raw is None else raw / 10
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def request(self, frame, code, register=None):
+        """Send `frame`, wait for the reply with `code` (and `register`); (code, register,
+        flags, raw) or None after the retries."""
+        async with self._lock:
+            port = self._port
+            if port is None:
+                return None
+            for _ in range(1 + RETRIES):
+                self._reply = None
+                self._got.clear()
+                self._want = (code, register)
+                try:
+                    port.write(frame)
+                    await port.drain()
+                except OSError:
+                    break
+                self.counters["commands"] += 1
+                try:
+                    await asyncio.wait_for(self._got.wait(), REPLY_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    self.counters["timeouts"] += 1
+                    continue
+                if self._reply is _REPLY_RETRY:
+                    continue
+                self._want = None
+                if self._reply[0] == vedirect.UNKNOWN and code != vedirect.UNKNOWN:
+                    self.counters["refused"] += 1
+                    return None
+                return self._reply
+            self._want = None
+            self.counters["failures"] += 1
+            return None
+
+    async def get(self, reg):
+        """(flags, raw) of a register, or None without an answer."""
+        reply = await self.request(vedirect.frame_get(reg), vedirect.GET, reg)
+        return None if reply is None else (reply[2], reply[3])
+
+    async def _set(self, reg, raw):
+        """Set and check the echo. True: confirmed as asked; False: refused or another value
+        confirmed (the state then shows that value); None: no answer."""
+        reply = await self.request(vedirect.frame_set_raw(reg, raw), vedirect.SET, reg)
+        if reply is None:
+            return None
+        flags, echoed = reply[2], reply[3]
+        if not flags and echoed == raw:
+            self.counters["confirmed"] += 1
+            return True
+        self.counters["refused"] += 1
+        if flags:
+            self.log(
+                "charger refused 0x%04X = %s: %s"
+                % (reg, _hex(raw), ", ".join(vedirect.flag_names(flags)))
+            )
+        return False
+
+    # -- probing -----------------------------------------------------------------------------
+
+    async def probe(self):
+        """Ask what this charger is and what it supports; record what works."""
+        s = self.state
+        reply = await self.request(vedirect.frame_ping(), vedirect.PING_REPLY)
+        s.hex_answers = reply is not None
+        if reply is None:
+            self.log("charger does not answer HEX requests (is the adapter's TX connected?)")
+            return False
+        reply = await self.request(vedirect.frame_product_id(), vedirect.DONE)
+        if reply is not None and len(reply[3]) >= 2:
+            s.pid = reply[3][0] | reply[3][1] << 8
+        known = ip22.product(s.pid) if s.pid is not None else None
+        if known:
+            s.model = known[0]
+        s.rated_a = await self._get_scaled(ip22.MAX_CURRENT)
+        if s.rated_a is None and known:
+            s.rated_a = float(known[2])
+        reported_min = await self._get_scaled(ip22.MIN_CURRENT)
+        s.outputs = await self._get_scaled(ip22.OUTPUTS)
+        s.stored_limit_a = await self._get_scaled(ip22.CHARGE_CURRENT_LIMIT)
+        if s.rated_a is not None:
+            s.min_a = ip22.min_current(s.rated_a, reported_min)
+            cap = self.settings["max_current_a"]
+            s.max_a = min(cap, s.rated_a) if cap > 0 else s.rated_a
+        s.volatile = await self._answers(ip22.LINK_CHARGE_CURRENT_LIMIT)
+        if self.settings["volatile"] == "never":
+            s.volatile = False
+        s.device_mode = await self._answers(ip22.DEVICE_MODE)
+        if s.device_mode:
+            mode = await self._get_scaled(ip22.DEVICE_MODE)
+            s.charging = mode != 4
+        s.probed = True
+        self.log(
+            "charger %s: %s..%s A, volatile limit %s, on/off %s"
+            % (s.model, s.min_a, s.max_a, _yes(s.volatile), _yes(s.device_mode))
+        )
+        return True
+
+    async def _get_scaled(self, reg):
+        answer = await self.get(reg)
+        if answer is None or answer[0]:
+            return None
+        try:
+            return ip22.decode(reg, answer[1])[0]
+        except (ValueError, KeyError):
+            return None
+
+    async def _answers(self, reg):
+        answer = await self.get(reg)
+        if answer is None:
+            return None  # unknown: ask again at the next probe
+        return not answer[0] & vedirect.FLAG_UNKNOWN_ID
+
+    # -- the two ways to change the charger --------------------------------------------------
+
+    def clamp(self, amps):
+        s = self.state
+        if s.min_a is None or s.max_a is None:
+            return None
+        return min(max(amps, s.min_a), s.max_a)
+
+    async def set_current(self, amps):
+        """Ask for a charge current limit; True once the charger confirmed it, else False and
+        the reason in `last_skip` (or a counted failure)."""
+        if self.read_only:
+            self.last_skip = "safe mode: the charger is not touched"
+            return False
+        if not self.state.probed:
+            self.last_skip = "charger not probed yet"
+            return False
+        amps = self.clamp(amps)
+        self.desired_current = amps
+        if self.state.volatile:
+            ok = await self._set_volatile(amps)
+            if ok is not False:
+                return bool(ok)
+            self.log("volatile limit refused: using the stored limit 0xEDF0 from now on")
+            self.state.volatile = False
+            self.state.volatile_limit_a = None
+        return await self._set_stored(amps)
+
+    async def set_charging(self, on):
+        """Switch charging on or off: 0x2015 = 0 when the volatile path works, else 0x0200
+        (its storage is not documented, so it is budgeted like a stored write). False when
+        this charger offers no way to switch off."""
+        if self.read_only:
+            self.last_skip = "safe mode: the charger is not touched"
+            return False
+        s = self.state
+        self.desired_on = on
+        if s.volatile:
+            current = self.desired_current if self.desired_current is not None else s.max_a
+            ok = await self._set_volatile(current if on else 0)
+            if ok:
+                s.charging = on
+            return ok
+        if s.device_mode:
+            wanted = 1 if on else 4
+            if self._mode_sent == wanted and s.charging == on:
+                return True
+            if on and self.budget.full(ticks_ms()):  # switching off is always allowed
+                self.last_skip = "daily limit of stored writes reached"
+                self.counters["skipped_writes"] += 1
+                return False
+            ok = await self._set(ip22.DEVICE_MODE, bytes([wanted]))
+            if ok is not None:
+                self._count_stored_write()
+            if ok:
+                self._mode_sent = wanted
+                s.charging = on
+            return bool(ok)
+        if on:
+            return True  # nothing switched it off: it charges
+        self.last_skip = "this charger cannot be switched off over VE.Direct"
+        return False
+
+    async def _set_volatile(self, amps):
+        """0x200E (external control) then 0x2015; True, False (refused) or None (no answer)."""
+        ok = await self._set(ip22.LINK_NETWORK_MODE, bytes([NETWORK_MODE_EXTERNAL]))
+        if ok:
+            raw = ip22.encode(ip22.LINK_CHARGE_CURRENT_LIMIT, amps)
+            ok = await self._set(ip22.LINK_CHARGE_CURRENT_LIMIT, vedirect.pack("un16", raw))
+            if ok:
+                self.state.volatile_limit_a = raw / 10
+                self._volatile_sent_ms = ticks_ms()
+        return ok
+
+    async def _set_stored(self, amps):
+        s = self.state
+        reason = self.budget.check(s.stored_limit_a, amps, ticks_ms())
+        if reason:
+            self.last_skip = reason
+            if reason != "unchanged":
+                self.counters["skipped_writes"] += 1
+            return reason == "unchanged"
+        raw = ip22.encode(ip22.CHARGE_CURRENT_LIMIT, amps)
+        ok = await self._set(ip22.CHARGE_CURRENT_LIMIT, vedirect.pack("un16", raw))
+        if ok is None:
+            return False
+        self._count_stored_write()
+        if not ok:
+            s.stored_limit_a = await self._get_scaled(ip22.CHARGE_CURRENT_LIMIT)
+            return False
+        s.stored_limit_a = raw / 10
+        self.last_skip = None
+        return True
+
+    def _count_stored_write(self):
+        self.stored_writes += 1
+        self.budget.record(ticks_ms())
+
+    async def keep_volatile(self):
+        """Refresh the volatile limit well inside the charger's 60 s timeout."""
+        sent = self._volatile_sent_ms
+        if not self.state.volatile or sent is None or self.desired_current is None:
+            return
+        if ticks_diff(ticks_ms(), sent) >= self.settings["volatile_refresh_s"] * 1000:
+            on = self.desired_on is not False
+            await self._set_volatile(self.desired_current if on else 0)
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self, beat=None):
+        """Open the port, read it, probe, keep the volatile limit alive; reopen on errors."""
+        delay = 1
+        while True:
+            try:
+                port = await self.open_port()
+            except OSError as err:
+                self.log("charger port: %s" % err)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+                continue
+            self._port = port
+            reader = asyncio.create_task(self.read_loop(port))
+            try:
+                while not reader.done():
+                    if beat:
+                        beat()
+                    if self.connected():
+                        delay = 1
+                        await self._probe_when_due()
+                        await self.keep_volatile()
+                    await asyncio.sleep(1)
+                await reader  # raises what ended the reader
+            except OSError as err:
+                self.log("charger link: %s" % err)
+            finally:
+                self._port = None
+                reader.cancel()
+                port.close()
+            self.counters["reconnects"] += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30)
+
+    async def _probe_when_due(self):
+        if self.state.probed:
+            return
+        now = ticks_ms()
+        failed = self._probe_failed_ms
+        if failed is not None and ticks_diff(now, failed) < PROBE_RETRY_MS:
+            return
+        if await self.probe():
+            self._probe_failed_ms = None
+            await self._reapply()
+        else:
+            self._probe_failed_ms = now
+
+    async def _reapply(self):
+        """After a (re)probe: what the controller asked for before, again."""
+        if self.desired_current is not None:
+            await self.set_current(self.desired_current)
+        if self.desired_on is not None:
+            await self.set_charging(self.desired_on)
+
+    def status(self):
+        s = self.state
+        p = self.parser
+        counters = dict(self.counters)
+        counters.update(p.counters())
+        return {
+            "connected": self.connected(),
+            "frame_age_s": self.frame_age_s(),
+            "hex_answers": s.hex_answers,
+            "pid": None if s.pid is None else "0x%04X" % s.pid,
+            "model": s.model,
+            "firmware": s.firmware,
+            "serial": s.serial,
+            "voltage_v": s.voltage_v,
+            "current_a": s.current_a,
+            "state": None if s.state is None else ip22.state_name(s.state),
+            "state_code": s.state,
+            "error": None if s.error is None else ip22.error_name(s.error),
+            "error_code": s.error,
+            "off_reason": None if s.off_reason is None else ip22.off_reason_names(s.off_reason),
+            "temperature_c": s.temperature_c,
+            "uptime_s": s.uptime_s,
+            "limit_a": s.limit_a,
+            "stored_limit_a": s.stored_limit_a,
+            "volatile_limit_a": s.volatile_limit_a,
+            "min_a": s.min_a,
+            "max_a": s.max_a,
+            "rated_a": s.rated_a,
+            "volatile_limit": s.volatile,
+            "device_mode": s.device_mode,
+            "charging": s.charging,
+            "stored_writes": self.stored_writes,
+            "stored_writes_24h": self.budget.used_24h(ticks_ms()),
+            "last_skip": self.last_skip,
+            "read_only": self.read_only,
+            "counters": counters,
+        }
+
+
+def _hex(data):
+    return "".join("%02X" % b for b in data)
+
+
+def _yes(flag):
+    return "unknown" if flag is None else ("yes" if flag else "no")

@@ -1,0 +1,161 @@
+"""config.json: defaults for everything, validation that names the field and the reason, atomic
+save, secrets that never leave the board. A broken file never bricks the board: `load()` falls
+back to defaults and says why, and the app then runs in safe mode (controller off, charger
+untouched)."""
+
+import json
+import os
+
+SECRET = "***"  # what interfaces show instead of a secret that is set
+
+# Leaf specs: (kind, default, *limits). Kinds: str/secret (max length), int/float (min, max),
+# bool, choice (allowed values). A section is a dict of specs.
+SCHEMA = {
+    "hostname": ("str", "ip22-adapter", 32),
+    "wifi": {
+        "ssid": ("str", "", 32),
+        "password": ("secret", "", 64),
+    },
+    "uart": {  # the board's UART to the charger header (ignored on the Unix port)
+        "id": ("int", 1, 0, 2),
+        "tx": ("int", 5, 0, 48),
+        "rx": ("int", 4, 0, 48),
+        "rxbuf": ("int", 2048, 1024, 16384),
+    },
+    "http": {
+        "port": ("int", 80, 1, 65535),
+    },
+    "charger": {
+        "max_current_a": ("float", 0.0, 0.0, 100.0),  # your battery's limit; 0 = the rating
+        "volatile": ("choice", "auto", ("auto", "never")),  # 0x2015 when the charger has it
+        "volatile_refresh_s": ("int", 20, 5, 50),  # the charger forgets it after 60 s
+        "stored_deadband_a": ("float", 1.0, 0.0, 10.0),
+        "stored_min_interval_s": ("int", 600, 0, 86400),
+        "stored_daily_max": ("int", 24, 0, 1000),
+    },
+    "control": {
+        "mode": ("choice", "off", ("off", "manual", "auto")),
+        "manual_current_a": ("float", 0.0, 0.0, 100.0),
+        "manual_charging": ("bool", True),
+    },
+}
+
+
+def defaults(schema=SCHEMA):
+    out = {}
+    for key, spec in schema.items():
+        out[key] = defaults(spec) if isinstance(spec, dict) else spec[1]
+    return out
+
+
+def _check(spec, value):
+    """The reason `value` does not fit `spec`, or None."""
+    kind = spec[0]
+    if kind in ("str", "secret"):
+        if not isinstance(value, str):
+            return "must be text"
+        if len(value) > spec[2]:
+            return "must be at most %d characters" % spec[2]
+        return None
+    if kind == "bool":
+        return None if isinstance(value, bool) else "must be true or false"
+    if kind == "choice":
+        return None if value in spec[2] else "must be one of %s" % ", ".join(spec[2])
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "must be a number"
+    if kind == "int" and not isinstance(value, int):
+        return "must be a whole number"
+    if value != value or not spec[2] <= value <= spec[3]:
+        return "must be %s..%s" % (spec[2], spec[3])
+    return None
+
+
+def validate(data, schema=SCHEMA, prefix=""):
+    """(clean config, [errors]): every valid field of `data` over the defaults; an invalid or
+    unknown field is reported as "section.field: reason" and keeps its default."""
+    clean = defaults(schema)
+    errors = []
+    if not isinstance(data, dict):
+        return clean, [(prefix.rstrip(".") or "config") + ": must be an object"]
+    for key, value in data.items():
+        name = prefix + str(key)
+        spec = schema.get(key)
+        if spec is None:
+            errors.append(name + ": unknown setting")
+        elif isinstance(spec, dict):
+            clean[key], sub = validate(value, spec, name + ".")
+            errors.extend(sub)
+        else:
+            reason = _check(spec, value)
+            if reason:
+                errors.append("%s: %s (got %s)" % (name, reason, _shown(spec, value)))
+            else:
+                clean[key] = float(value) if spec[0] == "float" else value
+    return clean, errors
+
+
+def _shown(spec, value):
+    return SECRET if spec[0] == "secret" else json.dumps(value)
+
+
+class Config:
+    """The values in force, and how they came to be."""
+
+    def __init__(self, values, errors=(), source="defaults"):
+        self.values = values
+        self.errors = list(errors)
+        self.source = source
+
+    @property
+    def safe_mode(self):
+        return bool(self.errors)
+
+    def __getitem__(self, key):
+        return self.values[key]
+
+
+def load(path):
+    """Never raises: a missing file gives defaults, a broken one defaults plus the errors."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return Config(defaults(), (), "defaults (no %s)" % path)
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        return Config(defaults(), ["%s: not valid JSON (%s)" % (path, err)], "defaults")
+    values, errors = validate(data)
+    if errors:
+        # keep what lets the user reach the board and fix it; everything else safe
+        safe = defaults()
+        for key in ("hostname", "wifi", "http", "uart"):
+            safe[key] = values[key]
+        return Config(safe, errors, path + " (invalid: safe mode)")
+    return Config(values, (), path)
+
+
+def save(path, values):
+    """Validate, then write atomically: a power cut leaves the old file or the new one."""
+    clean, errors = validate(values)
+    if errors:
+        raise ValueError("; ".join(errors))
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(clean))
+    os.rename(tmp, path)
+    return clean
+
+
+def redacted(values, schema=SCHEMA):
+    """A copy fit to leave the board: secrets become "***" when set, "" when not."""
+    out = {}
+    for key, spec in schema.items():
+        value = values.get(key) if isinstance(values, dict) else None
+        if isinstance(spec, dict):
+            out[key] = redacted(value or {}, spec)
+        elif spec[0] == "secret":
+            out[key] = SECRET if value else ""
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,54 @@
+"""Entry point, on the board and on the Unix port:
+
+    micropython firmware/main.py --config FILE --uart HOST:PORT|TTY [--http-port P]
+        [--http-host H] [--state FILE]
+
+On the board there are no arguments: /config.json, the UART from the config, port 80.
+"""
+
+import asyncio
+import sys
+
+import app
+import board
+import config
+
+USAGE = "usage: main.py [--config FILE] [--uart HOST:PORT|TTY] [--http-host H] [--http-port P] [--state FILE]"
+OPTIONS = ("--config", "--uart", "--http-host", "--http-port", "--state")
+
+
+def parse_args(argv):
+    opts = {}
+    i = 0
+    while i < len(argv):
+        key = argv[i]
+        if key not in OPTIONS or i + 1 >= len(argv):
+            raise ValueError(USAGE)
+        opts[key[2:]] = argv[i + 1]
+        i += 2
+    if "http-port" in opts:
+        opts["http-port"] = int(opts["http-port"])
+    return opts
+
+
+def main(argv):
+    try:
+        opts = parse_args(argv)
+    except ValueError as err:
+        print(err)
+        sys.exit(2)
+    path = opts.get("config", "config.json")
+    cfg = config.load(path)
+    state_path = opts.get("state") or (
+        path.rsplit("/", 1)[0] + "/state.json" if "/" in path else "state.json"
+    )
+    try:
+        hw = board.make(cfg, opts.get("uart"))
+    except ValueError as err:
+        print(err)
+        sys.exit(2)
+    a = app.App(cfg, hw, state_path, opts.get("http-host", "0.0.0.0"), opts.get("http-port"))
+    asyncio.run(a.run())
+
+
+main(sys.argv[1:] if len(sys.argv) > 1 else [])
