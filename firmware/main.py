@@ -13,7 +13,10 @@ import app
 import board
 import config
 
-USAGE = "usage: main.py [--config FILE] [--uart HOST:PORT|TTY] [--http-host H] [--http-port P] [--state FILE]"
+USAGE = (
+    "usage: main.py [--config FILE] [--uart HOST:PORT|TTY] [--http-host H] [--http-port P]"
+    " [--state FILE]"
+)
 OPTIONS = ("--config", "--uart", "--http-host", "--http-port", "--state")
 
 

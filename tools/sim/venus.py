@@ -7,7 +7,6 @@ function 3 and 4 alike, exception 0x02 for a read that touches an address not in
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
