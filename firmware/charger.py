@@ -160,7 +160,6 @@ class Link:
         self._want = None  # (code, register) of the request in flight
         self._reply = None
         self._volatile_sent_ms = None
-        self._mode_sent = None  # last 0x0200 value confirmed
         self._hex_v_ms = None
         self._hex_i_ms = None
         self._probe_failed_ms = None
@@ -430,7 +429,7 @@ class Link:
             return ok
         if s.device_mode:
             wanted = 1 if on else 4
-            if self._mode_sent == wanted and s.charging == on:
+            if s.charging == on:  # as confirmed by the probe or the last write
                 return True
             if on and self.budget.full(ticks_ms()):  # switching off is always allowed
                 self.last_skip = "daily limit of stored writes reached"
@@ -440,7 +439,6 @@ class Link:
             if ok is not None:
                 self._count_stored_write()
             if ok:
-                self._mode_sent = wanted
                 s.charging = on
             return bool(ok)
         if on:

@@ -51,7 +51,10 @@ def main(argv):
         print(err)
         sys.exit(2)
     a = app.App(cfg, hw, state_path, opts.get("http-host", "0.0.0.0"), opts.get("http-port"))
-    asyncio.run(a.run())
+    try:
+        asyncio.run(a.run())
+    except KeyboardInterrupt:  # Ctrl-C on the Unix port (or the REPL): keep the counters
+        a.persist(force=True)
 
 
 main(sys.argv[1:] if len(sys.argv) > 1 else [])

@@ -114,6 +114,7 @@ class VirtualIP22:
         self.counters = Counters()
         self.rng = random.Random(seed)
         self.parser = v.Parser()
+        self.sets: deque[tuple[float, int, bytes]] = deque(maxlen=1000)  # (t, register, value)
         self.stored_limit = self.rated_raw  # 0xEDF0, in flash: survives a reboot
         self.on = True  # 0x0200
         self._queue: deque[bytes] = deque()
@@ -274,6 +275,7 @@ class VirtualIP22:
             return v.frame(v.GET, head + b"\x00" + value)
         if code == v.SET:
             reg = ev.register
+            self.sets.append((now, reg, ev.raw))
             flags, value = self._set(reg, ev.raw, now)
             return v.frame(v.SET, v.pack("un16", reg) + bytes([flags]) + value)
         return v.frame(v.UNKNOWN, v.pack("un16", code))

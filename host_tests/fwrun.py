@@ -1,0 +1,119 @@
+"""Run the real firmware (firmware/main.py) on the MicroPython Unix port against the simulator,
+for the end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from conftest import FIRMWARE, ROOT, need_tool
+from tools.build import stage_libs
+from tools.sim.charger import ChargerOptions, VirtualIP22
+from tools.sim.physics import Battery
+from tools.sim.serve import Background
+from tools.sim.venus import VenusRegisters
+from tools.sim.world import SCENARIOS, World
+
+LIB = ROOT / "build" / "test" / "lib"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_world(soc: float = 0.3, **options: Any) -> World:
+    charger = VirtualIP22(ChargerOptions(**options), Battery(soc=soc))
+    return World(charger, VenusRegisters(), SCENARIOS["steady"])
+
+
+class Firmware:
+    """firmware/main.py in a `micropython` process; `status()` reads /api/status."""
+
+    def __init__(
+        self, workdir: Path, uart: str, config: Any = None, raw_config: str | None = None
+    ):
+        self.workdir = workdir
+        self.uart = uart
+        self.port = free_port()
+        self.config_path = workdir / "config.json"
+        if raw_config is not None:
+            self.config_path.write_text(raw_config)
+        elif config is not None:
+            self.config_path.write_text(json.dumps(config))
+        self.proc: subprocess.Popen[str] | None = None
+        self.output = ""
+
+    def start(self, timeout: float = 15) -> "Firmware":
+        micropython = need_tool("micropython")
+        if not (LIB / "microdot" / "microdot.py").exists():
+            stage_libs(LIB)
+        env = dict(os.environ, MICROPYPATH="%s:.frozen" % LIB)
+        args = [micropython, str(FIRMWARE / "main.py"), "--config", str(self.config_path)]
+        args += ["--uart", self.uart, "--http-host", "127.0.0.1", "--http-port", str(self.port)]
+        self.log_file = open(self.workdir / "firmware.log", "w")
+        self.proc = subprocess.Popen(
+            args, stdout=self.log_file, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("firmware exited: " + self.read_log())
+            try:
+                self.status()
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("firmware did not serve /api/status: " + self.read_log())
+
+    def status(self) -> dict[str, Any]:
+        url = "http://127.0.0.1:%d/api/status" % self.port
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return json.load(resp)
+
+    def wait_for(self, check: Any, timeout: float = 15, what: str = "") -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                last = self.status()
+                if check(last):
+                    return last
+            except OSError:
+                pass
+            time.sleep(0.25)
+        raise AssertionError(
+            "timed out waiting for %s; last status: %s\n%s"
+            % (what, json.dumps(last)[:3000], self.read_log())
+        )
+
+    def read_log(self) -> str:
+        path = self.workdir / "firmware.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log_file.close()
+
+    def __enter__(self) -> "Firmware":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+__all__ = ["Background", "Firmware", "make_world"]
