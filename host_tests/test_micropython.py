@@ -7,8 +7,9 @@ import subprocess
 from pathlib import Path
 
 from conftest import FIRMWARE, ROOT, need_tool
+from tools.build import stage_libs
 
-VECTOR_MODULES = ["test_vectors_vedirect", "test_vectors_ip22"]
+VECTOR_MODULES = ["test_vectors_vedirect", "test_vectors_ip22", "test_vectors_config"]
 
 
 def count_tests(module: str) -> int:
@@ -47,10 +48,11 @@ def test_every_firmware_module_compiles_with_mpy_cross(tmp_path: Path) -> None:
         assert out.stat().st_size > 0
 
 
-def test_every_firmware_module_imports_on_the_unix_port() -> None:
+def test_every_firmware_module_imports_on_the_unix_port(tmp_path: Path) -> None:
     micropython = need_tool("micropython")
+    lib = stage_libs(tmp_path / "lib")
     names = [p.stem for p in sorted(FIRMWARE.glob("*.py")) if p.stem != "main"]
-    code = "import sys; sys.path.insert(0, %r)\n" % str(FIRMWARE)
+    code = "import sys; sys.path[:0] = [%r, %r]\n" % (str(FIRMWARE), str(lib))
     code += "".join("import %s\n" % n for n in names) + "print('imported', %d)" % len(names)
     result = subprocess.run([micropython, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

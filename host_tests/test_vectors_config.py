@@ -1,0 +1,161 @@
+"""config.py and the charger link's WriteBudget: run by pytest and on the MicroPython Unix port."""
+
+import json
+import os
+
+import charger
+import config
+
+TMP = "/tmp/ip22-config-test-%d" % (os.getpid() if hasattr(os, "getpid") else 1)
+
+
+def tmp_file(name, text=None):
+    try:
+        os.mkdir(TMP)
+    except OSError:
+        pass
+    path = TMP + "/" + name
+    for p in (path, path + ".tmp"):
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+    if text is not None:
+        with open(path, "w") as f:
+            f.write(text)
+    return path
+
+
+def test_defaults_are_safe():
+    d = config.defaults()
+    assert d["control"]["mode"] == "off"
+    assert d["charger"]["volatile"] == "auto"
+    assert d["charger"]["stored_daily_max"] == 24
+    assert d["wifi"] == {"ssid": "", "password": ""}
+    values, errors = config.validate(d)
+    assert errors == [] and values == d
+
+
+def test_validation_names_field_and_reason():
+    data = {
+        "control": {"mode": "turbo", "manual_current_a": -1},
+        "charger": {"stored_daily_max": 2.5, "volatile": "never", "stored_deadband_a": True},
+        "http": {"port": "80"},
+        "wifi": {"password": 12},
+        "colour": "red",
+    }
+    values, errors = config.validate(data)
+    assert sorted(errors) == sorted(
+        [
+            'control.mode: must be one of off, manual, auto (got "turbo")',
+            "control.manual_current_a: must be 0.0..100.0 (got -1)",
+            "charger.stored_daily_max: must be a whole number (got 2.5)",
+            "charger.stored_deadband_a: must be a number (got true)",
+            'http.port: must be a number (got "80")',
+            "wifi.password: must be text (got ***)",
+            "colour: unknown setting",
+        ]
+    ), errors
+    assert values["charger"]["volatile"] == "never"  # the valid field is kept
+    assert values["control"]["mode"] == "off" and values["http"]["port"] == 80
+
+
+def test_section_must_be_an_object():
+    values, errors = config.validate({"wifi": "home"})
+    assert errors == ["wifi: must be an object"] and values["wifi"]["ssid"] == ""
+    values, errors = config.validate([1, 2])
+    assert errors == ["config: must be an object"]
+
+
+def test_ints_become_floats_where_floats_are_asked():
+    values, errors = config.validate({"control": {"manual_current_a": 7}})
+    assert errors == [] and values["control"]["manual_current_a"] == 7.0
+    assert isinstance(values["control"]["manual_current_a"], float)
+
+
+def test_load_missing_file_gives_defaults_without_safe_mode():
+    cfg = config.load(tmp_file("none.json"))
+    assert not cfg.safe_mode and cfg.values == config.defaults()
+    assert "no " in cfg.source
+
+
+def test_load_broken_json_is_safe_mode():
+    cfg = config.load(tmp_file("broken.json", "{control: off"))
+    assert cfg.safe_mode and "not valid JSON" in cfg.errors[0]
+    assert cfg.values == config.defaults()
+
+
+def test_load_invalid_field_keeps_network_and_nothing_else():
+    text = json.dumps(
+        {
+            "wifi": {"ssid": "home", "password": "secret"},
+            "http": {"port": 8080},
+            "control": {"mode": "manual", "manual_current_a": 999},
+        }
+    )
+    cfg = config.load(tmp_file("invalid.json", text))
+    assert cfg.safe_mode and cfg.errors == ["control.manual_current_a: must be 0.0..100.0 (got 999)"]
+    assert cfg["wifi"]["ssid"] == "home" and cfg["http"]["port"] == 8080
+    assert cfg["control"]["mode"] == "off"  # not "manual": safe mode touches nothing
+
+
+def test_save_is_atomic_and_validated():
+    path = tmp_file("saved.json")
+    values = config.defaults()
+    values["control"]["mode"] = "manual"
+    config.save(path, values)
+    assert config.load(path).values == values
+    assert "saved.json.tmp" not in os.listdir(TMP)
+    values["control"]["mode"] = "turbo"
+    try:
+        config.save(path, values)
+    except ValueError as err:
+        assert "control.mode" in str(err)
+    else:
+        raise AssertionError("an invalid config was saved")
+    assert config.load(path)["control"]["mode"] == "manual"  # the old file is intact
+
+
+def test_redacted():
+    values = config.defaults()
+    values["wifi"]["password"] = "hunter2"
+    shown = config.redacted(values)
+    assert shown["wifi"]["password"] == "***" and values["wifi"]["password"] == "hunter2"
+    assert "hunter2" not in json.dumps(shown)
+    assert config.redacted(config.defaults())["wifi"]["password"] == ""
+
+
+# -- the write budget of stored settings ---------------------------------------------------
+
+MIN = 60 * 1000
+
+
+def test_budget_skips_unchanged_and_deadband():
+    b = charger.WriteBudget(1.0, 600, 24)
+    assert b.check(8.0, 8.0, 0) == "unchanged"
+    assert b.check(8.0, 8.04, 0) == "unchanged"
+    assert b.check(8.0, 8.5, 0) == "within the 1.0 A deadband"
+    assert b.check(8.0, 7.5, 0) == "within the 1.0 A deadband"
+    assert b.check(8.0, 9.0, 0) is None
+    assert b.check(None, 9.0, 0) is None  # the stored value is unknown: write
+
+
+def test_budget_spaces_increases_but_not_decreases():
+    b = charger.WriteBudget(0.5, 600, 24)
+    b.record(0)
+    assert b.check(5.0, 8.0, 5 * MIN) == "next increase allowed in 300 s"
+    assert b.check(8.0, 5.0, 5 * MIN) is None  # a decrease: now
+    assert b.check(5.0, 8.0, 10 * MIN) is None
+
+
+def test_budget_daily_cap_then_a_new_day():
+    b = charger.WriteBudget(0.5, 0, 3)
+    for k in range(3):
+        assert b.check(5.0 + k, 6.0 + k, k * MIN) is None
+        b.record(k * MIN)
+    assert b.full(3 * MIN)
+    assert b.check(9.0, 4.0, 3 * MIN) == "daily limit of 3 stored writes reached"
+    assert b.used_24h(3 * MIN) == 3
+    day = 24 * 60 * MIN
+    assert b.used_24h(day + 1) == 2  # the first write has left the 24 h window
+    assert b.check(9.0, 4.0, day + 1) is None
