@@ -95,7 +95,6 @@ class App:
     async def supervise(self, name, make):
         """Run a task; if it fails, log it, count it, start it again."""
         while True:
-            self.beat(name)
             try:
                 await make()
                 return
@@ -155,14 +154,18 @@ class App:
             await asyncio.sleep(HOUSEKEEPING_S)
 
     async def watchdog_task(self):
-        """Feed the watchdog only while every task reports in."""
+        """Feed the watchdog only while every looping task reports in (link, control,
+        housekeeping); a hung one lets the board reset."""
         wdt = self.board.watchdog(WATCHDOG_MS)
+        reported = None
         while True:
             now = ticks_ms()
             stale = [n for n, t in self.beats.items() if ticks_diff(now, t) > BEAT_STALE_MS]
-            if stale:
-                self.log("not feeding the watchdog: %s hung" % ", ".join(stale))
-            else:
+            if stale != reported:
+                if stale:
+                    self.log("not feeding the watchdog: %s hung" % ", ".join(stale))
+                reported = stale
+            if not stale:
                 wdt.feed()
             await asyncio.sleep(5)
 

