@@ -110,6 +110,7 @@ class ChargerState:
         self.max_a = None
         self.rated_a = None
         self.outputs = None
+        self.capabilities4 = None  # 0x0143: bit 0 = no off mode, bit 3 = AC charger
         self.volatile = None  # 0x2015 path: None unknown, True works, False absent
         self.device_mode = None  # 0x0200 on/off: None unknown, True works, False absent
         self.hex_answers = None  # does the charger answer HEX requests at all?
@@ -351,6 +352,7 @@ class Link:
         reported_min = await self._get_scaled(ip22.MIN_CURRENT)
         s.outputs = await self._get_scaled(ip22.OUTPUTS)
         s.stored_limit_a = await self._get_scaled(ip22.CHARGE_CURRENT_LIMIT)
+        s.capabilities4 = await self._get_scaled(ip22.CAPABILITIES4)
         if s.rated_a is not None:
             s.min_a = ip22.min_current(s.rated_a, reported_min)
             cap = self.settings["max_current_a"]
@@ -579,6 +581,7 @@ class Link:
             "rated_a": s.rated_a,
             "volatile_limit": s.volatile,
             "device_mode": s.device_mode,
+            "no_off_mode": None if s.capabilities4 is None else bool(s.capabilities4 & 1),
             "charging": s.charging,
             "stored_writes": self.stored_writes,
             "stored_writes_24h": self.budget.used_24h(ticks_ms()),

@@ -51,6 +51,7 @@ def test_link_values_volatile_path_and_faults(tmp_path: Path) -> None:
         assert (c["serial"], c["firmware"]) == ("HQ2230XY6XR", "0342FF")
         assert (c["min_a"], c["max_a"], c["rated_a"]) == (3.0, 12.0, 12.0)
         assert c["volatile_limit"] is True and c["device_mode"] is True
+        assert c["no_off_mode"] is False
         assert c["limit_a"] == 7.5 and c["stored_limit_a"] == 12.0
         assert truth["effective_limit_a"] == 7.5 and truth["counters"]["nvm_writes"] == 0
         assert st["control"]["setpoint_a"] == 7.5 and st["control"]["charging"] is True
