@@ -8,6 +8,9 @@ import os
 
 import board
 import charger
+import control
+import plug
+import venus
 
 try:
     from time import ticks_diff, ticks_ms
@@ -21,7 +24,8 @@ PERSIST_EVERY_MS = 3600 * 1000  # the stored-write counter goes to flash at most
 WATCHDOG_MS = 60000  # longer than any blocking call (MQTT connect, DNS, flash writes)
 BEAT_STALE_MS = 30000  # a task that has not reported for this long is hung
 TASK_RESTART_S = 5
-MANUAL_RETRY_MS = 10000
+RETRY_MS = 10000
+CONTROL_PERIOD_S = 0.25  # fresh grid values arrive about once a second: react within this
 
 
 class App:
@@ -45,10 +49,17 @@ class App:
         self.link.read_only = config.safe_mode
         self._persisted_writes = self.link.stored_writes
         self._persisted_ms = ticks_ms()
-        self.control = {"mode": config["control"]["mode"], "setpoint_a": None, "reason": None}
+        settings = dict(config["control"])
         if config.safe_mode:
-            self.control["mode"] = "off"
+            settings["mode"] = "off"
             self.log("config invalid, safe mode: " + "; ".join(config.errors))
+        self.controller = control.Controller(settings)
+        self.poller = venus.Poller(config["venus"], self.log) if config["venus"]["host"] else None
+        self.plug = plug.Plug(config["plug"])
+        self.powered_off = False  # we cut the charger's mains with the plug
+        self.applied = {"setpoint_a": None, "charging": None}
+        self.failed_set = None  # (setpoint, when) of the last set that did not go through
+        self.control_errors = 0
 
     # -- log and persistence -----------------------------------------------------------------
 
@@ -106,40 +117,78 @@ class App:
     async def link_task(self):
         await self.link.run(lambda: self.beat("link"))
 
+    def situation(self):
+        sit = control.Situation()
+        if self.poller is not None:
+            r = self.poller.reading
+            sit.grid_w, sit.grid_seq, sit.grid_age_s = r.power_w, r.seq, r.age_s()
+            sit.grid_error = self.poller.last_error
+        else:
+            sit.grid_error = "no Venus configured (venus.host)"
+        link = self.link
+        s = link.state
+        sit.link_up = link.connected()
+        sit.powered_off = self.powered_off
+        sit.voltage_v, sit.current_a, sit.state_code = s.voltage_v, s.current_a, s.state
+        sit.min_a, sit.max_a, sit.limit_a = s.min_a, s.max_a, s.limit_a
+        sit.charging = s.charging if not self.powered_off else False
+        sit.can_switch_off = bool(s.volatile or s.device_mode or self.plug.configured)
+        sit.stored_only = s.volatile is False
+        sit.budget_full = link.budget.full(ticks_ms())
+        return sit
+
     async def control_task(self):
-        """Manual mode for now: hold the configured current and on/off. (Auto: issue #5.)"""
-        settings = self.config["control"]
-        applied = None
-        tried_ms = None
         while True:
             self.beat("control")
-            mode = self.control["mode"]
-            if mode == "manual" and self.link.state.probed:
-                wanted = (
-                    self.link.clamp(settings["manual_current_a"]),
-                    settings["manual_charging"],
+            try:
+                decision = self.controller.step(ticks_ms(), self.situation())
+            except Exception as err:  # a controller bug: fail safe, say why
+                self.control_errors += 1
+                decision = control.Decision(
+                    None, False, "safe: controller error %s: %s" % (type(err).__name__, err), True
                 )
-                self.control["setpoint_a"] = wanted[0]
-                due = tried_ms is None or ticks_diff(ticks_ms(), tried_ms) >= MANUAL_RETRY_MS
-                if wanted != applied and due:
-                    tried_ms = ticks_ms()
-                    ok = await self.link.set_current(wanted[0])
-                    ok = await self.link.set_charging(wanted[1]) and ok
-                    applied = wanted if ok else None
-                self.control["reason"] = "manual: %s A, charging %s%s" % (
-                    wanted[0],
-                    "on" if wanted[1] else "off",
-                    "" if applied else " (not confirmed: %s)" % self.link.last_skip,
-                )
-            elif mode == "manual":
-                self.control["reason"] = "manual: waiting for the charger"
-            elif mode == "auto":
-                self.control["reason"] = "automatic control is not built yet"
-            elif self.config.safe_mode:
-                self.control["reason"] = "safe mode: fix config.json (see config.errors)"
-            else:
-                self.control["reason"] = "off: the charger is left as it is"
-            await asyncio.sleep(1)
+            await self.apply(decision)
+            await asyncio.sleep(CONTROL_PERIOD_S)
+
+    async def apply(self, d):
+        """Carry a decision to the charger (or the plug), only what changed."""
+        if self.controller.s["mode"] == "off" and not d.safe:
+            return
+        if d.charging is not None and d.charging != self.applied["charging"]:
+            if await self.switch(d.charging):
+                self.applied["charging"] = d.charging
+        sp = d.setpoint_a
+        if sp is not None and sp != self.applied["setpoint_a"]:
+            failed = self.failed_set
+            if failed and failed[0] == sp and ticks_diff(ticks_ms(), failed[1]) < RETRY_MS:
+                return  # the same request failed a moment ago: not again yet
+            before = self.link.state.limit_a
+            ok = await self.link.set_current(sp)
+            if ok:
+                self.applied["setpoint_a"] = sp
+                self.failed_set = None
+                return
+            self.failed_set = (sp, ticks_ms())
+            if "daily limit" in (self.link.last_skip or "") and before and sp < before:
+                await self.switch(False)  # it must go down and cannot: off instead
+
+    async def switch(self, on):
+        """Charging on/off by the charger's own means, else the plug."""
+        s = self.link.state
+        if s.volatile or s.device_mode:
+            return await self.link.set_charging(on)
+        if self.plug.configured:
+            ok = await self.plug.switch(on)
+            if ok:
+                self.powered_off = not on
+                self.log("plug switched %s" % ("on" if on else "off"))
+            return ok
+        return on  # nothing to switch with: it charges
+
+    async def venus_task(self):
+        if self.poller is None:
+            return
+        await self.poller.run(lambda: self.beat("venus"))
 
     async def housekeeping_task(self):
         while True:
@@ -183,6 +232,7 @@ class App:
         tasks = [
             asyncio.create_task(self.supervise("link", self.link_task)),
             asyncio.create_task(self.supervise("control", self.control_task)),
+            asyncio.create_task(self.supervise("venus", self.venus_task)),
             asyncio.create_task(self.supervise("housekeeping", self.housekeeping_task)),
             asyncio.create_task(self.supervise("web", self.web_task)),
             asyncio.create_task(self.board.wifi_task(self.config, self.log)),
@@ -195,6 +245,21 @@ class App:
 
     # -- status ------------------------------------------------------------------------------
 
+    def control_status(self):
+        c = self.controller
+        d = c.decision
+        return {
+            "mode": c.s["mode"],
+            "setpoint_a": c.setpoint_a if c.s["mode"] == "auto" else d.setpoint_a,
+            "charging": self.link.state.charging if not self.powered_off else False,
+            "reason": d.reason,
+            "safe": d.safe,
+            "available_w": c.available_w,
+            "powered_off": self.powered_off,
+            "charger_note": self.link.last_skip,
+            "errors": self.control_errors,
+        }
+
     def status(self):
         link = self.link.status()
         counters = link.pop("counters")
@@ -205,13 +270,15 @@ class App:
             "free_heap": board.free_heap(),
             "heap": self.heap,
             "charger": link,
-            "grid": {"power_w": None, "age_s": None, "note": "Venus poller arrives with issue #5"},
-            "control": {
-                "mode": self.control["mode"],
-                "setpoint_a": self.control["setpoint_a"],
-                "charging": self.link.state.charging,
-                "reason": self.control["reason"],
+            "grid": self.poller.status()
+            if self.poller
+            else {
+                "power_w": None,
+                "age_s": None,
+                "last_error": "no Venus configured (venus.host)",
             },
+            "control": self.control_status(),
+            "plug": self.plug.status() if self.plug.configured else None,
             "counters": {
                 "frames_ok": counters["text_ok"] + counters["hex_ok"],
                 "frames_bad": counters["text_bad"] + counters["hex_bad"],

@@ -401,6 +401,7 @@ class Link:
             self.last_skip = "safe mode: the charger is not touched"
             return False
         if not self.state.probed:
+            self.desired_current = amps  # applied once the charger is probed
             self.last_skip = "charger not probed yet"
             return False
         amps = self.clamp(amps)

@@ -29,14 +29,49 @@ SCHEMA = {
         "max_current_a": ("float", 0.0, 0.0, 100.0),  # your battery's limit; 0 = the rating
         "volatile": ("choice", "auto", ("auto", "never")),  # 0x2015 when the charger has it
         "volatile_refresh_s": ("int", 20, 5, 50),  # the charger forgets it after 60 s
-        "stored_deadband_a": ("float", 1.0, 0.0, 10.0),
-        "stored_min_interval_s": ("int", 600, 0, 86400),
-        "stored_daily_max": ("int", 24, 0, 1000),
+        "stored_deadband_a": ("float", 0.5, 0.0, 10.0),
+        "stored_min_interval_s": ("int", 120, 0, 86400),
+        "stored_daily_max": ("int", 150, 0, 1000),
     },
     "control": {
         "mode": ("choice", "off", ("off", "manual", "auto")),
         "manual_current_a": ("float", 0.0, 0.0, 100.0),
         "manual_charging": ("bool", True),
+        "target_grid_w": ("float", -5.0, -2000.0, 500.0),  # negative: a small export margin
+        "efficiency": ("float", 0.92, 0.5, 1.0),  # AC -> DC, for converting watts to amps
+        "stale_s": ("float", 10.0, 2.0, 300.0),  # grid data older than this: safe state
+        "settle_s": ("float", 1.0, 0.0, 60.0),  # after a change, before the next increase
+        "rise_a_per_s": ("float", 5.0, 0.1, 50.0),
+        "deadband_w": ("float", 5.0, 0.0, 500.0),
+        "not_taking_a": ("float", 1.0, 0.1, 10.0),  # current this far below the limit: full
+        "enable_delay_s": ("float", 3.0, 0.0, 3600.0),
+        "enable_threshold_w": ("float", 0.0, 0.0, 2000.0),
+        "disable_delay_s": ("float", 0.0, 0.0, 3600.0),
+        "disable_threshold_w": ("float", 0.0, 0.0, 2000.0),
+        "safe_state": ("choice", "off", ("off", "minimum")),
+        "stored_rise_after_s": (
+            "float",
+            120.0,
+            0.0,
+            3600.0,
+        ),  # 0xEDF0 only: surplus held this long
+    },
+    "plug": {  # the off switch for a charger that has none over VE.Direct
+        "type": ("choice", "none", ("none", "shelly", "tasmota")),
+        "host": ("str", "", 64),
+        "port": ("int", 80, 1, 65535),
+        "timeout_s": ("float", 3.0, 0.5, 30.0),
+    },
+    "venus": {
+        "host": ("str", "", 64),  # the GX's IP address; empty: no grid data
+        "port": ("int", 502, 1, 65535),
+        "unit": ("int", 100, 0, 255),  # com.victronenergy.system
+        "function": ("choice", 4, (3, 4)),  # holding or input registers: Venus answers both
+        "source": ("choice", "sum", ("sum", "L1", "L2", "L3")),
+        "meter_unit": ("int", 30, 0, 255),  # the grid meter's own service; 0: do not check
+        "interval_s": ("float", 1.0, 0.5, 60.0),
+        "timeout_s": ("float", 2.0, 0.5, 30.0),
+        "frozen_s": ("int", 60, 0, 3600),  # a value unchanged this long is stale; 0: off
     },
 }
 
@@ -60,7 +95,9 @@ def _check(spec, value):
     if kind == "bool":
         return None if isinstance(value, bool) else "must be true or false"
     if kind == "choice":
-        return None if value in spec[2] else "must be one of %s" % ", ".join(spec[2])
+        return (
+            None if value in spec[2] else "must be one of %s" % ", ".join(str(c) for c in spec[2])
+        )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "must be a number"
     if kind == "int" and not isinstance(value, int):

@@ -50,6 +50,8 @@ class Battery:
     temperature_c: float = 25.0
 
     def __post_init__(self) -> None:
+        self._accepts_key: tuple[float, float] | None = None
+        self._accepts_value = 0.0
         if self.chemistry not in OCV_CURVES:
             raise ValueError("chemistry must be one of %s" % ", ".join(OCV_CURVES))
 
@@ -70,6 +72,14 @@ class Battery:
 
     def accepts(self, voltage: float) -> float:
         """Current the battery takes when held at `voltage` (the voltage rises with current)."""
+        key = (round(self.soc, 5), voltage)
+        if key == self._accepts_key:  # the state of charge moves slowly: cache the answer
+            return self._accepts_value
+        value = self._solve_accepts(voltage)
+        self._accepts_key, self._accepts_value = key, value
+        return value
+
+    def _solve_accepts(self, voltage: float) -> float:
         if voltage <= self.ocv():
             return 0.0
         low, high = 0.0, (voltage - self.ocv()) / self.resistance_ohm  # without polarisation

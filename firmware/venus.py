@@ -1,0 +1,267 @@
+"""Grid power from Venus OS over Modbus TCP: a pure MBAP/PDU codec, strict about every header
+field, and an async poller with reconnect, back-off, counters and the age of the last value.
+
+Registers (Victron's list 3.00): unit 100 (com.victronenergy.system) 820-822 = grid L1-L3, int16
+W, positive = import. Optionally the meter's own service (unit 30 by default) 2600-2602, the same
+values, to catch the dropout trap: when the meter stops, 820-822 silently read 0.
+"""
+
+import asyncio
+
+try:
+    from time import ticks_diff, ticks_ms
+except ImportError:  # CPython
+    from charger import ticks_diff, ticks_ms
+
+GRID_REGISTER = 820
+METER_REGISTER = 2600
+MAX_PDU = 253
+
+# error kinds, for the counters and the status
+REFUSED = "refused"  # no connection (Modbus TCP off in Venus: Settings > Services)
+TIMEOUT = "timeout"
+CLOSED = "closed"
+PROTOCOL = "protocol"  # a reply that breaks the MBAP/PDU rules
+EXCEPTION = "exception"  # a Modbus exception response
+STALE = "frozen"  # the value stopped changing
+
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server failure",
+    6: "server busy",
+    10: "unit id not found (gateway path unavailable)",
+    11: "unit id not found (gateway target failed)",
+}
+
+
+class ModbusError(Exception):
+    def __init__(self, kind, detail, code=None):
+        Exception.__init__(self, detail)
+        self.kind = kind
+        self.detail = detail
+        self.code = code
+
+
+def build_read(tid, unit, function, address, count):
+    """MBAP header + read request PDU (function 3 or 4)."""
+    return bytes(
+        [
+            tid >> 8, tid & 0xFF,  # transaction id
+            0, 0,  # protocol id: Modbus
+            0, 6,  # length: unit id + 5 PDU bytes
+            unit, function,
+            address >> 8, address & 0xFF,
+            count >> 8, count & 0xFF,
+        ]
+    )  # fmt: skip
+
+
+def parse_header(header, tid, unit):
+    """Check the 7 MBAP bytes of a reply; the number of PDU bytes that follow."""
+    if len(header) != 7:
+        raise ModbusError(PROTOCOL, "short MBAP header")
+    got_tid = header[0] << 8 | header[1]
+    if got_tid != tid:
+        raise ModbusError(PROTOCOL, "transaction id %d, expected %d" % (got_tid, tid))
+    if header[2] or header[3]:
+        raise ModbusError(PROTOCOL, "protocol id %d, not Modbus" % (header[2] << 8 | header[3]))
+    length = header[4] << 8 | header[5]
+    if not 2 <= length <= MAX_PDU + 1:
+        raise ModbusError(PROTOCOL, "length %d out of range" % length)
+    if header[6] != unit:
+        raise ModbusError(PROTOCOL, "unit id %d, expected %d" % (header[6], unit))
+    return length - 1
+
+
+def parse_pdu(pdu, function, count):
+    """The registers of a read reply PDU; ModbusError for an exception or a malformed reply."""
+    if not pdu:
+        raise ModbusError(PROTOCOL, "empty PDU")
+    if pdu[0] == function | 0x80:
+        if len(pdu) != 2:
+            raise ModbusError(PROTOCOL, "exception reply of %d bytes" % len(pdu))
+        code = pdu[1]
+        raise ModbusError(EXCEPTION, EXCEPTION_NAMES.get(code, "exception %d" % code), code)
+    if pdu[0] != function:
+        raise ModbusError(PROTOCOL, "function %d, expected %d" % (pdu[0], function))
+    if len(pdu) < 2 or pdu[1] != 2 * count or len(pdu) != 2 + 2 * count:
+        raise ModbusError(PROTOCOL, "byte count does not match %d registers" % count)
+    return [pdu[2 + 2 * i] << 8 | pdu[3 + 2 * i] for i in range(count)]
+
+
+def int16(word):
+    return word - 0x10000 if word & 0x8000 else word
+
+
+def grid_power(registers, source):
+    """W from the three phase registers: one phase ("L1".."L3") or their sum ("sum")."""
+    phases = [int16(w) for w in registers]
+    if source == "sum":
+        return sum(phases)
+    return phases["L1 L2 L3".split().index(source)]
+
+
+class Reading:
+    """The last good grid value: power_w, when it was read, a sequence number that counts new
+    values (the controller acts on each new value once)."""
+
+    def __init__(self):
+        self.power_w = None
+        self.phases = None
+        self.at_ms = None
+        self.seq = 0
+
+    def age_s(self, now_ms=None):
+        if self.at_ms is None:
+            return None
+        return ticks_diff(ticks_ms() if now_ms is None else now_ms, self.at_ms) / 1000
+
+
+class Poller:
+    """Reads grid power once per `interval_s`; one connection kept, reopened with back-off."""
+
+    def __init__(self, settings, log=print):
+        """`settings` is the config's "venus" section."""
+        self.s = settings
+        self.log = log
+        self.reading = Reading()
+        self.tid = 0
+        self.counters = {"reads": 0, "ok": 0, "reconnects": 0, "latency_ms": None}
+        self.errors = {}
+        self.last_error = None
+        self.meter = None  # the meter cross-check: None unknown, True in use, False absent
+        self._reader = None
+        self._writer = None
+        self._same_since = None
+
+    def _count_error(self, err):
+        self.errors[err.kind] = self.errors.get(err.kind, 0) + 1
+        self.last_error = "%s: %s" % (err.kind, err.detail)
+
+    async def _connect(self):
+        reader, writer = await asyncio.open_connection(self.s["host"], self.s["port"])
+        self._reader, self._writer = reader, writer
+
+    def _close(self):
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except OSError:
+                pass
+        self._reader = self._writer = None
+
+    async def read(self, unit, address, count):
+        """One request and its reply, strictly checked."""
+        self.tid = (self.tid + 1) & 0xFFFF
+        function = self.s["function"]
+        self._writer.write(build_read(self.tid, unit, function, address, count))
+        await self._writer.drain()
+        header = await self._reader.readexactly(7)
+        pdu = await self._reader.readexactly(parse_header(header, self.tid, unit))
+        return parse_pdu(pdu, function, count)
+
+    async def _timed(self, unit, address, count):
+        try:
+            return await asyncio.wait_for(self.read(unit, address, count), self.s["timeout_s"])
+        except asyncio.TimeoutError:
+            raise ModbusError(TIMEOUT, "no reply in %s s" % self.s["timeout_s"]) from None
+        except EOFError:
+            raise ModbusError(CLOSED, "connection closed by Venus") from None
+        except OSError as err:
+            # MicroPython's open_connection reports a refused port only at the first I/O
+            kind = REFUSED if err.args and err.args[0] in (111, 104, 113) else CLOSED
+            raise ModbusError(kind, "%s:%s %s" % (self.s["host"], self.s["port"], err)) from None
+
+    async def poll_once(self):
+        """Read the grid (and the meter); update the reading or raise ModbusError."""
+        self.counters["reads"] += 1
+        start = ticks_ms()
+        regs = await self._timed(self.s["unit"], GRID_REGISTER, 3)
+        meter_unit = self.s["meter_unit"]
+        if meter_unit and self.meter is not False:
+            try:
+                meter = await self._timed(meter_unit, METER_REGISTER, 3)
+            except ModbusError as err:
+                if err.kind != EXCEPTION or self.meter:
+                    raise ModbusError(
+                        err.kind, "grid meter (unit %d): %s" % (meter_unit, err.detail)
+                    )
+                self.meter = False  # never answered: this installation has no meter there
+                self.log("no grid meter on unit %d: not cross-checking 820-822" % meter_unit)
+            else:
+                if self.meter is None:
+                    self.log("grid meter on unit %d answers: cross-checking" % meter_unit)
+                self.meter = True
+                regs = meter  # the meter's own values: no silent fallback to 0
+        self.counters["latency_ms"] = ticks_diff(ticks_ms(), start)
+        power = grid_power(regs, self.s["source"])
+        self._check_frozen(regs)
+        r = self.reading
+        r.power_w, r.phases, r.at_ms = power, [int16(w) for w in regs], ticks_ms()
+        r.seq += 1
+        self.counters["ok"] += 1
+        self.last_error = None
+
+    def _check_frozen(self, regs):
+        """A real meter's value moves by a watt now and then; one that does not is stuck."""
+        limit = self.s["frozen_s"]
+        now = ticks_ms()
+        same = self.reading.phases == [int16(w) for w in regs]
+        if not same or self._same_since is None:
+            self._same_since = now
+            return
+        if limit and ticks_diff(now, self._same_since) > limit * 1000:
+            raise ModbusError(STALE, "grid value unchanged for %d s" % limit)
+
+    async def run(self, beat=None):
+        delay = 1
+        while True:
+            if beat:
+                beat()
+            if self._writer is None:
+                try:
+                    await self._connect()
+                except OSError as err:
+                    self._count_error(ModbusError(REFUSED, str(err)))
+                    await self._sleep(delay, beat)
+                    delay = min(delay * 2, 30)
+                    continue
+            try:
+                await self.poll_once()
+                delay = 1
+            except ModbusError as err:
+                self._count_error(err)
+                if err.kind in (REFUSED, CLOSED, TIMEOUT, PROTOCOL):
+                    self._close()  # a fresh connection: no half-read reply left behind
+                    self.counters["reconnects"] += 1
+                    await self._sleep(delay, beat)
+                    delay = min(delay * 2, 30)
+                    continue
+            await asyncio.sleep(self.s["interval_s"])
+
+    async def _sleep(self, seconds, beat):
+        for _ in range(seconds):
+            if beat:
+                beat()
+            await asyncio.sleep(1)
+
+    def status(self):
+        r = self.reading
+        return {
+            "power_w": r.power_w,
+            "phases_w": r.phases,
+            "age_s": r.age_s(),
+            "source": self.s["source"],
+            "host": "%s:%s" % (self.s["host"], self.s["port"]),
+            "unit": self.s["unit"],
+            "meter_check": self.meter,
+            "connected": self._writer is not None,
+            "last_error": self.last_error,
+            "reads": self.counters["reads"],
+            "ok": self.counters["ok"],
+            "errors": self.errors,
+            "reconnects": self.counters["reconnects"],
+            "latency_ms": self.counters["latency_ms"],
+        }
