@@ -128,6 +128,7 @@ class App:
         link = self.link
         s = link.state
         sit.link_up = link.connected()
+        sit.link_seen = s.last_frame_ms is not None
         sit.powered_off = self.powered_off
         sit.voltage_v, sit.current_a, sit.state_code = s.voltage_v, s.current_a, s.state
         sit.min_a, sit.max_a, sit.limit_a = s.min_a, s.max_a, s.limit_a
@@ -138,6 +139,12 @@ class App:
         return sit
 
     async def control_task(self):
+        if self.plug.configured:  # the plug may have been left off: know it from the start
+            try:
+                self.powered_off = not await self.plug.read()
+                self.applied["charging"] = not self.powered_off
+            except Exception as err:  # an unreachable plug is reported, not fatal
+                self.log("plug: %s" % err)
         while True:
             self.beat("control")
             try:

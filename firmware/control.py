@@ -14,6 +14,8 @@ MANUAL = "manual"
 AUTO = "auto"
 
 ABSORPTION_AND_AFTER = (4, 5, 6, 7, 244, 246, 247)  # CS codes: the battery sets the pace
+LEARN_RETRY_MS = 300000  # an unknown charger powered up to be probed: not more often
+SETTLED_MS = 8000  # after a change, the charger's current has followed (about 4 time constants)
 
 
 class Situation:
@@ -25,6 +27,7 @@ class Situation:
         self.grid_age_s = None
         self.grid_error = None  # why the grid value is missing, for the reason
         self.link_up = False
+        self.link_seen = False  # a valid frame has arrived since boot
         self.powered_off = False  # we cut the charger's mains (plug): no link is expected
         self.voltage_v = None
         self.current_a = None
@@ -69,6 +72,7 @@ class Controller:
         self.below_since = None  # surplus short of the minimum since (ms)
         self.above_since = None  # surplus enough for the minimum since (ms)
         self.available_w = None
+        self.learn_tried_ms = None  # when we last powered an unknown charger up to probe it
         self.rise_since = None  # stored-only: since when the surplus allows more
         self.rise_to = None  # stored-only: the lowest current that surplus allowed since then
         self.decision = Decision(reason="starting")
@@ -111,10 +115,17 @@ class Controller:
         return self.decision
 
     def _auto(self, now, sit):
+        if sit.min_a is None:  # the charger is not known yet
+            if sit.powered_off:
+                tried = self.learn_tried_ms
+                if tried is None or now - tried >= LEARN_RETRY_MS:
+                    self.learn_tried_ms = now
+                    return Decision(None, True, "switching the charger on to learn what it is")
+                return Decision(None, None, "the charger did not answer after power-up")
+            if sit.link_up or not sit.link_seen:
+                return Decision(None, None, "waiting for the charger")
         if not sit.link_up and not sit.powered_off:
             return self._safe(sit, "charger link down")
-        if sit.min_a is None and not sit.powered_off:
-            return self._safe(sit, "charger not probed yet")
         if sit.grid_age_s is None or sit.grid_age_s > self.s["stale_s"]:
             age = (
                 "no grid data" if sit.grid_age_s is None else "grid data %d s old" % sit.grid_age_s
@@ -204,17 +215,17 @@ class Controller:
         target = floor_tenth(max(available, 0) * eff / volts)
         cap = sit.max_a
         limited_by = "your maximum"
-        if sit.state_code in ABSORPTION_AND_AFTER or (
-            self.setpoint_a is not None
-            and sit.current_a is not None
-            and sit.current_a < self.setpoint_a - s["not_taking_a"]
-        ):
-            # the battery takes less than the limit: do not chase the limit upward
-            taking = floor_tenth(max(sit.current_a or 0, sit.min_a) + s["not_taking_a"])
-            if taking < cap:
-                cap, limited_by = taking, "what the battery takes"
-        target = min(max(target, sit.min_a), cap)
         current = self.setpoint_a if self.setpoint_a is not None else sit.min_a
+        settled = self.changed_ms is None or now - self.changed_ms >= SETTLED_MS
+        if sit.state_code in ABSORPTION_AND_AFTER or (
+            settled and sit.current_a is not None and sit.current_a < current - s["not_taking_a"]
+        ):
+            # the battery takes less than the limit: do not chase the limit upward (but never
+            # lower it for that: the charger's own stage sets the pace)
+            taking = floor_tenth(max(sit.current_a or 0, sit.min_a) + s["not_taking_a"])
+            if max(taking, current) < cap:
+                cap, limited_by = max(taking, current), "what the battery takes"
+        target = min(max(target, sit.min_a), cap)
         if target < current:  # import (or about to): down at once
             self.setpoint_a = target
             self.changed_ms = now
@@ -251,11 +262,11 @@ class Controller:
             if sit.budget_full:  # only at the limit as it stands
                 min_w = sp * volts / eff
             decision = self._maybe_enable(now, sit, available, min_w)
-            if decision.charging and fits < sp:
-                self.setpoint_a = max(fits, sit.min_a)  # written before the current flows
+            self.setpoint_a = sp  # the stored limit stays where it is, unless it must go down
+            if decision.charging:
+                if fits < sp:
+                    self.setpoint_a = max(fits, sit.min_a)  # written before the current flows
                 decision.setpoint_a = self.setpoint_a
-            elif decision.charging:
-                decision.setpoint_a = sp
             return decision
         need_w = sp * volts / eff
         if sit.state_code in ABSORPTION_AND_AFTER or (

@@ -38,7 +38,7 @@ EXCEPTION_NAMES = {
 
 class ModbusError(Exception):
     def __init__(self, kind, detail, code=None):
-        Exception.__init__(self, detail)
+        super().__init__(detail)
         self.kind = kind
         self.detail = detail
         self.code = code

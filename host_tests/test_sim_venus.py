@@ -128,9 +128,11 @@ def test_down_refuses_connections_and_comes_back() -> None:
     with_server(test)
 
 
-def make_world(phases: int = 1, charger_phase: int = 1, scenario: str = "steady") -> World:
+def make_world(
+    phases: int = 1, charger_phase: int = 1, scenario: str = "steady", noise: float = 0.0
+) -> World:
     charger = VirtualIP22(battery=Battery(soc=0.3))
-    return World(charger, VenusRegisters(), SCENARIOS[scenario], phases, charger_phase)
+    return World(charger, VenusRegisters(), SCENARIOS[scenario], phases, charger_phase, noise)
 
 
 def run_world(world: World, start: float, seconds: float) -> float:
@@ -238,3 +240,26 @@ def test_apply_fault_by_name() -> None:
     ):
         with pytest.raises(ValueError):
             apply_fault(world, name, value)
+
+
+def test_the_meter_wanders_by_its_noise() -> None:
+    world = make_world(noise=2.0)
+    values = set()
+    t = 0.0
+    for _ in range(20):
+        t += 1.0
+        world.step(t)
+        values.add(signed(world.venus.units[100][820]))
+    assert len(values) > 1 and max(values) - min(values) <= 4
+
+
+def test_mains_off_is_silence_and_no_draw() -> None:
+    world = make_world()
+    t = run_world(world, 0, 15)
+    world.charger.set_mains(False, t)
+    assert world.charger.poll(t + 0.5) == b"" and world.charger.ac_w == 0
+    t = run_world(world, t, 3)
+    assert signed(world.venus.units[100][820]) == round(350 - 1500)
+    world.charger.set_mains(True, t)
+    t = run_world(world, t, 2)
+    assert world.charger.uptime(t) <= 2 and world.charger.status(t)["state"] == "starting up"

@@ -288,7 +288,7 @@ class Ours:
             self.grid, self.grid_at = reading, now
         sit.grid_w, sit.grid_seq, sit.grid_age_s = self.grid, p.seq, now - self.grid_at
         sit.powered_off = not p.mains
-        sit.link_up = p.mains
+        sit.link_up = sit.link_seen = p.mains
         sit.voltage_v = p.ph.voltage
         sit.current_a = p.ph.current_a if p.mains else 0.0
         sit.state_code = p.ph.stage

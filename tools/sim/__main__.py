@@ -81,6 +81,7 @@ def make_parser() -> argparse.ArgumentParser:
     ap.add_argument("--charger-port", type=int, default=0, help="TCP port of the UART (0: any)")
     ap.add_argument("--venus-port", type=int, default=0, help="Modbus TCP port (0: any)")
     ap.add_argument("--control-port", type=int, default=0, help="HTTP control port (0: any)")
+    ap.add_argument("--plug-port", type=int, default=0, help="the smart plug's HTTP port (0: any)")
     ap.add_argument("--pty", action="store_true", help="also serve the UART on a pty")
     ap.add_argument(
         "--fault",
@@ -123,7 +124,7 @@ async def main(args: argparse.Namespace) -> int:
     world = build_world(args)
     installation = Installation(world, Clock(args.speed), args.host)
     endpoints = await installation.start(
-        args.charger_port, args.venus_port, args.control_port, args.pty
+        args.charger_port, args.venus_port, args.control_port, args.pty, args.plug_port
     )
     print(json.dumps(endpoints), flush=True)
     port = endpoints.get("pty") or endpoints["charger"]

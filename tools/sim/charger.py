@@ -117,6 +117,7 @@ class VirtualIP22:
         self.sets: deque[tuple[float, int, bytes]] = deque(maxlen=1000)  # (t, register, value)
         self.stored_limit = self.rated_raw  # 0xEDF0, in flash: survives a reboot
         self.on = True  # 0x0200
+        self.mains = True  # the charger's AC supply (a smart plug may cut it)
         self._queue: deque[bytes] = deque()
         self._sending = b""
         self._replies: list[tuple[float, bytes]] = []
@@ -144,6 +145,22 @@ class VirtualIP22:
         self._sending = b""
         self._replies.clear()
         self._boot(now)
+
+    def set_mains(self, on: bool, now: float) -> None:
+        """Cut or restore the AC supply: off is silence and no output; on is a power-up."""
+        if on and not self.mains:
+            self.mains = True
+            self.reboot(now)
+        elif not on and self.mains:
+            self.mains = False
+            self.physics.set_enabled(False)
+            self._queue.clear()
+            self._sending = b""
+            self._replies.clear()
+
+    @property
+    def ac_w(self) -> float:
+        return self.physics.ac_w if self.mains else 0.0
 
     def uptime(self, now: float) -> int:
         return int(now - self.boot_at)
@@ -386,6 +403,10 @@ class VirtualIP22:
         at most 1 920 per second of simulated time."""
         dt = max(0.0, now - self._last)
         self._last = now
+        if not self.mains:
+            self._next_async = self._next_block = now + 1.0
+            self.boot_at = now
+            return b""
         self.physics.limit_a = self.effective_limit_raw(now) / 10
         self.physics.step(dt)
         self._generate(now)
@@ -426,7 +447,8 @@ class VirtualIP22:
                 self.link.active_limit(now)
             ),
             "effective_limit_a": self.effective_limit_raw(now) / 10,
-            "ac_w": round(ph.ac_w, 1),
+            "ac_w": round(self.ac_w, 1),
+            "mains": self.mains,
             "soc": round(ph.battery.soc, 4),
             "options": self.options.__dict__,
             "faults": self.faults.__dict__,

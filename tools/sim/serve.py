@@ -15,6 +15,7 @@ from typing import Any
 
 from microdot import Microdot, Request
 
+from tools.sim.plug import plug_app
 from tools.sim.venus import VenusServer
 from tools.sim.world import FAULTS, World, apply_fault
 
@@ -156,7 +157,12 @@ class Installation:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(
-        self, charger_port: int = 0, venus_port: int = 0, control_port: int = 0, pty: bool = False
+        self,
+        charger_port: int = 0,
+        venus_port: int = 0,
+        control_port: int = 0,
+        pty: bool = False,
+        plug_port: int = 0,
     ) -> dict[str, str]:
         server = await asyncio.start_server(self._client, self.host, charger_port)
         self._servers.append(server)
@@ -178,6 +184,12 @@ class Installation:
             self.host,
             control.sockets[0].getsockname()[1],
         )
+        plug = await plug_app(self.world.charger, self.clock.now).start_server(
+            self.host, plug_port, start_serving=False
+        )
+        await plug.start_serving()
+        self._servers.append(plug)
+        self.endpoints["plug"] = "%s:%d" % (self.host, plug.sockets[0].getsockname()[1])
         self._pump = asyncio.create_task(self._run_pump())
         return self.endpoints
 

@@ -102,6 +102,7 @@ class World:
         profile: Profile,
         phases: int = 1,
         charger_phase: int = 1,
+        meter_noise_w: float = 2.0,
     ) -> None:
         if phases not in (1, 3):
             raise ValueError("phases must be 1 or 3")
@@ -112,6 +113,8 @@ class World:
         self.profile = profile
         self.phases = phases
         self.charger_phase = charger_phase
+        self.meter_noise_w = meter_noise_w  # a real meter's reading wanders by a watt or two
+        self.rng = random.Random(7)
         self.now = 0.0
         self._next_venus = 0.0
         self.pv_w = self.load_w = 0.0
@@ -123,8 +126,9 @@ class World:
         n = self.phases
         per_phase_pv = [pv / n if k < n else 0.0 for k in range(3)]
         consumption = [load / n if k < n else 0.0 for k in range(3)]
-        consumption[self.charger_phase - 1] += self.charger.physics.ac_w
-        grid = tuple(consumption[k] - per_phase_pv[k] for k in range(3))
+        consumption[self.charger_phase - 1] += self.charger.ac_w
+        noise = [self.rng.uniform(-1, 1) * self.meter_noise_w if k < n else 0.0 for k in range(3)]
+        grid = tuple(consumption[k] - per_phase_pv[k] + noise[k] for k in range(3))
         self.grid_w = grid  # type: ignore[assignment]
         ph = self.charger.physics
         return Reading(
@@ -151,7 +155,7 @@ class World:
             "t_s": round(self.now, 1),
             "pv_w": round(self.pv_w),
             "load_w": round(self.load_w),
-            "charger_ac_w": round(self.charger.physics.ac_w, 1),
+            "charger_ac_w": round(self.charger.ac_w, 1),
             "grid_w": [round(g) for g in self.grid_w[: self.phases]],
             "grid_total_w": round(sum(self.grid_w)),
             "charger": self.charger.status(self.now),

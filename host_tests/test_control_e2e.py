@@ -1,0 +1,105 @@
+"""Surplus charging end to end: the firmware on the MicroPython Unix port, the simulated charger,
+the simulated Venus over real Modbus TCP, the Shelly stand-in over HTTP."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from fwrun import Background, Firmware, make_world
+
+
+def profile(pv: float, load: float) -> Callable[[float], tuple[float, float]]:
+    return lambda t: (pv, load)
+
+
+def auto_config(sim: Background, **extra: Any) -> dict[str, Any]:
+    host, port = sim.endpoints["venus"].rsplit(":", 1)
+    config: dict[str, Any] = {
+        "control": {"mode": "auto", "stale_s": 5},
+        "venus": {"host": host, "port": int(port)},
+    }
+    config.update(extra)
+    return config
+
+
+def set_profile(sim: Background, pv: float, load: float) -> None:
+    sim.call(lambda: setattr(sim.world, "profile", profile(pv, load)))
+
+
+def truth(sim: Background) -> dict[str, Any]:
+    return sim.call(lambda: sim.world.status())
+
+
+def wait(check: Callable[[], bool], timeout: float, what: str, fw: Firmware) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.2)
+    raise AssertionError("timed out: %s\n%s\n%s" % (what, fw.status()["control"], fw.read_log()))
+
+
+def test_surplus_tracking_load_step_and_venus_outage(tmp_path: Path) -> None:
+    world = make_world()
+    world.profile = profile(0, 300)  # night
+    with Background(world) as sim, Firmware(tmp_path, sim.endpoints["charger"], auto_config(sim)) as fw:
+        # no surplus: the charger is switched off (0x2015 = 0 on this charger)
+        def waiting() -> bool:
+            c = fw.status()["control"]
+            return c["charging"] is False and "waiting" in c["reason"]
+
+        wait(waiting, 20, "off at night", fw)
+        time.sleep(5)
+        assert truth(sim)["charger"]["current_a"] < 0.05
+        assert truth(sim)["grid_total_w"] > 290  # the house alone
+
+        # surplus appears: charging starts and tracks it to a small export
+        set_profile(sim, 560, 300)
+        wait(lambda: truth(sim)["charger"]["current_a"] > 5, 20, "charging starts", fw)
+        time.sleep(10)
+        grids = []
+        for _ in range(10):
+            grids.append(truth(sim)["grid_total_w"])
+            time.sleep(0.5)
+        assert -45 <= sum(grids) / len(grids) <= 5, grids  # the target: -5 W
+        assert max(grids) <= 15, grids  # no import beyond the meter's noise
+        assert fw.status()["grid"]["power_w"] is not None
+
+        # a 1 kW load step: the charger lets go of the import it causes
+        set_profile(sim, 560, 1300)
+        took = wait(lambda: truth(sim)["charger_ac_w"] < 10, 15, "import stops", fw)
+        print("load step: the charger's import stopped after %.1f s" % took)
+        assert took < 8  # meter 1 s + command + the charger's 2 s time constant
+
+        # Venus goes down: safe state (off) within the stale time, then back
+        set_profile(sim, 1500, 300)
+        wait(lambda: truth(sim)["charger"]["current_a"] > 8, 30, "charging again", fw)
+        sim.call(lambda: setattr(sim.world.venus.faults, "down", True))
+        took = wait(lambda: fw.status()["control"]["safe"], 15, "the safe state", fw)
+        assert took <= 5 + 3
+        st = fw.status()
+        assert st["control"]["charging"] is False and "grid data" in st["control"]["reason"]
+        wait(lambda: truth(sim)["charger"]["current_a"] < 0.5, 12, "charger off", fw)
+        sim.call(lambda: setattr(sim.world.venus.faults, "down", False))
+        wait(lambda: truth(sim)["charger"]["current_a"] > 8, 40, "recovered", fw)
+        assert not fw.status()["control"]["safe"]
+        assert "Traceback" not in fw.read_log()
+
+
+def test_smart_plug_is_the_off_switch(tmp_path: Path) -> None:
+    world = make_world(volatile="absent", device_mode="absent")
+    world.profile = profile(0, 300)
+    with Background(world) as sim:
+        host, port = sim.endpoints["plug"].rsplit(":", 1)
+        config = auto_config(sim, plug={"type": "shelly", "host": host, "port": int(port)})
+        with Firmware(tmp_path, sim.endpoints["charger"], config) as fw:
+            wait(lambda: not truth(sim)["charger"]["mains"], 25, "plug off at night", fw)
+            st = fw.status()
+            assert st["plug"]["on"] is False and st["control"]["powered_off"] is True
+            set_profile(sim, 800, 300)
+            wait(lambda: truth(sim)["charger"]["mains"], 25, "plug on with surplus", fw)
+            wait(lambda: truth(sim)["charger"]["current_a"] > 8, 30, "charging after power-up", fw)
+            assert fw.status()["plug"]["switches"] == 2
+            assert "Traceback" not in fw.read_log()
