@@ -97,13 +97,18 @@ class Metrics:
     step_response_s: float | None = None
 
 
+FALL_TIME_CONSTANT: float | None = None  # --fall-time-constant: a charger that cuts faster
+
+
 class Plant:
     """The charger (physics), its register semantics, the meter and the latencies."""
 
     def __init__(self, variant: str, meter_latency: float, command_latency: float, soc: float):
         self.variant = variant
         battery = Battery(nominal_v=24, capacity_ah=200, soc=soc)
-        self.ph = ChargerPhysics(rated_a=RATED_A, battery=battery)
+        self.ph = ChargerPhysics(
+            rated_a=RATED_A, battery=battery, fall_time_constant_s=FALL_TIME_CONSTANT
+        )
         self.ph.restart()
         self.stored = MAX_A  # 0xEDF0, factory default
         self.volatile: float | None = None
@@ -443,7 +448,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", help="CSV t_s,pv_w,load_w; default: the built-in days")
     ap.add_argument("--day", choices=sorted(DAYS), action="append", help="built-in day(s)")
     ap.add_argument("--json", action="store_true", help="one JSON object")
+    ap.add_argument(
+        "--fall-time-constant",
+        type=float,
+        help="the charger's time constant for falling current (default: 2 s, as rising)",
+    )
     args = ap.parse_args(argv)
+    global FALL_TIME_CONSTANT
+    FALL_TIME_CONSTANT = args.fall_time_constant
     if args.profile:
         try:
             profile = load_profile(args.profile)
@@ -454,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         start, end = times[0], max(times[-1], times[0] + 1)
         results = {"profile": bench(profile, start, end)}
     else:
-        results = {day: bench(DAYS[day], 5 * 3600, 21 * 3600) for day in (args.day or sorted(DAYS))}
+        results = {day: bench(DAYS[day], 0, 24 * 3600) for day in (args.day or sorted(DAYS))}
     if args.json:
         print(json.dumps(results["profile"] if args.profile else results))
     else:

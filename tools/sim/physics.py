@@ -112,6 +112,7 @@ class ChargerPhysics:
     rated_a: float
     battery: Battery = field(default_factory=Battery)
     time_constant_s: float = 2.0
+    fall_time_constant_s: float | None = None  # None: the same as rising
     startup_delay_s: float = 3.0
     absorption_h: float = 0.5  # the capture shows 0.50 h planned absorption (0x2042)
     tail_fraction: float = 0.1  # absorption ends early below this share of rated current
@@ -187,7 +188,10 @@ class ChargerPhysics:
         limit = max(0.0, min(self.limit_a, self.rated_a))
         accepted = self.battery.accepts(self.target_voltage)
         target = min(limit, accepted)
-        alpha = 1.0 - math.exp(-dt / self.time_constant_s) if self.time_constant_s > 0 else 1.0
+        tau = self.time_constant_s
+        if target < self.current_a and self.fall_time_constant_s is not None:
+            tau = self.fall_time_constant_s
+        alpha = 1.0 - math.exp(-dt / tau) if tau > 0 else 1.0
         self.current_a += (target - self.current_a) * alpha
         if self.current_a < 0.005:
             self.current_a = 0.0
