@@ -44,7 +44,9 @@ def wait(check: Callable[[], bool], timeout: float, what: str, fw: Firmware) -> 
 def test_surplus_tracking_load_step_and_venus_outage(tmp_path: Path) -> None:
     world = make_world()
     world.profile = profile(0, 300)  # night
-    with Background(world) as sim, Firmware(tmp_path, sim.endpoints["charger"], auto_config(sim)) as fw:
+    with Background(world) as sim, Firmware(
+        tmp_path, sim.endpoints["charger"], auto_config(sim)
+    ) as fw:
         # no surplus: the charger is switched off (0x2015 = 0 on this charger)
         def waiting() -> bool:
             c = fw.status()["control"]

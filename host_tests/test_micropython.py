@@ -9,7 +9,12 @@ from pathlib import Path
 from conftest import FIRMWARE, ROOT, need_tool
 from tools.build import stage_libs
 
-VECTOR_MODULES = ["test_vectors_vedirect", "test_vectors_ip22", "test_vectors_config"]
+VECTOR_MODULES = [
+    "test_vectors_vedirect",
+    "test_vectors_ip22",
+    "test_vectors_config",
+    "test_vectors_control",
+]
 
 
 def count_tests(module: str) -> int:

@@ -410,7 +410,9 @@ def bench(profile: Profile, start: float, end: float) -> dict[str, dict[str, dic
                 oracle_used = m.surplus_used_kwh
             m.capture_ratio = m.surplus_used_kwh / oracle_used if oracle_used else None
             m.step_response_s = step_response(name, variant)
-            rows[name] = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(m).items()}
+            rows[name] = {
+                k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(m).items()
+            }
         out[variant] = rows
     return out
 

@@ -1,0 +1,214 @@
+"""The Modbus TCP codec (venus.py) and the controller (control.py), table-driven: run by pytest
+and on the MicroPython Unix port."""
+
+import config
+import control
+import venus
+
+# -- Modbus codec ----------------------------------------------------------------------------
+
+
+def test_read_request_bytes():
+    # the notes' example: 3 input registers from 820 on unit 100, transaction 1
+    assert venus.build_read(1, 100, 4, 820, 3) == bytes.fromhex("000100000006640403340003")
+    assert venus.build_read(0x1234, 30, 3, 2600, 3) == bytes.fromhex("1234000000061e030a280003")
+
+
+def test_reply_parses():
+    header = bytes.fromhex("00010000000964")
+    assert venus.parse_header(header, 1, 100) == 8
+    regs = venus.parse_pdu(bytes.fromhex("0406fcae00000000"), 4, 3)
+    assert regs == [0xFCAE, 0, 0]
+    assert venus.grid_power(regs, "sum") == -850
+    assert venus.grid_power([100, 0xFFFF, 5], "L2") == -1
+    assert venus.grid_power([100, 0xFFFF, 5], "sum") == 104
+
+
+def expect_error(kind, fn, *args):
+    try:
+        fn(*args)
+    except venus.ModbusError as err:
+        assert err.kind == kind, (err.kind, err.detail)
+        return err
+    raise AssertionError("no error for %r" % (args,))
+
+
+def test_malformed_replies_are_refused():
+    cases = [
+        (venus.parse_header, bytes.fromhex("00020000000964"), 1, 100),  # transaction id
+        (venus.parse_header, bytes.fromhex("00010001000964"), 1, 100),  # protocol id
+        (venus.parse_header, bytes.fromhex("00010000000064"), 1, 100),  # length 0
+        (venus.parse_header, bytes.fromhex("00010000ffff64"), 1, 100),  # length too big
+        (venus.parse_header, bytes.fromhex("0001000000091e"), 1, 100),  # unit id
+        (venus.parse_header, bytes.fromhex("000100000009"), 1, 100),  # short
+        (venus.parse_pdu, bytes.fromhex("0306fcae00000000"), 4, 3),  # function
+        (venus.parse_pdu, bytes.fromhex("0404fcae0000"), 4, 3),  # byte count
+        (venus.parse_pdu, bytes.fromhex("0406fcae0000"), 4, 3),  # truncated
+        (venus.parse_pdu, bytes.fromhex("8402ff"), 4, 3),  # exception of 3 bytes
+        (venus.parse_pdu, b"", 4, 3),
+    ]
+    for fn, data, a, b in cases:
+        expect_error(venus.PROTOCOL, fn, data, a, b)
+
+
+def test_exception_responses():
+    err = expect_error(venus.EXCEPTION, venus.parse_pdu, bytes.fromhex("8402"), 4, 3)
+    assert err.code == 2 and err.detail == "illegal data address"
+    err = expect_error(venus.EXCEPTION, venus.parse_pdu, bytes.fromhex("840a"), 4, 3)
+    assert "unit id not found" in err.detail
+    err = expect_error(venus.EXCEPTION, venus.parse_pdu, bytes.fromhex("8363"), 3, 3)
+    assert err.code == 0x63 and err.detail == "exception 99"
+
+
+# -- the controller ---------------------------------------------------------------------------
+
+V = 25.0  # battery volts in these tables
+EFF = 0.92
+
+
+def settings(**changes):
+    values = config.defaults()["control"]
+    values["mode"] = "auto"
+    values.update(changes)
+    return values
+
+
+def situation(**changes):
+    sit = control.Situation()
+    sit.grid_w, sit.grid_seq, sit.grid_age_s = 0, 1, 0.5
+    sit.link_up = sit.link_seen = True
+    sit.voltage_v, sit.current_a, sit.state_code = V, 0.0, 3
+    sit.min_a, sit.max_a, sit.limit_a = 3.0, 12.0, 12.0
+    sit.charging = True
+    sit.can_switch_off = True
+    for key, value in changes.items():
+        setattr(sit, key, value)
+    return sit
+
+
+def watts(amps):
+    return amps * V / EFF
+
+
+def run_steps(ctl, steps):
+    """steps: (now_ms, situation changes) -> the list of decisions."""
+    out = []
+    seq = 0
+    for now, changes in steps:
+        seq += 1
+        changes.setdefault("grid_seq", seq)
+        out.append(ctl.step(now, situation(**changes)))
+    return out
+
+
+def test_off_and_manual():
+    d = control.Controller(settings(mode="off")).step(0, situation())
+    assert (d.setpoint_a, d.charging) == (None, None) and "left as it is" in d.reason
+    ctl = control.Controller(settings(mode="manual", manual_current_a=20.0))
+    d = ctl.step(0, situation())
+    assert (d.setpoint_a, d.charging) == (12.0, True)  # clamped to the maximum
+    ctl = control.Controller(settings(mode="manual", manual_current_a=1.0, manual_charging=False))
+    assert (ctl.step(0, situation()).setpoint_a, ctl.decision.charging) == (3.0, False)
+
+
+def test_surplus_switches_on_after_the_enable_delay_and_tracks():
+    ctl = control.Controller(settings(enable_delay_s=3))
+    d = run_steps(
+        ctl,
+        [
+            (0, dict(charging=False, grid_w=-400)),
+            (1000, dict(charging=False, grid_w=-400)),
+            (3000, dict(charging=False, grid_w=-400)),
+        ],
+    )
+    assert d[0].charging is False and "waiting" in d[0].reason
+    assert (d[2].charging, d[2].setpoint_a) == (True, 3.0) and d[2].reason.startswith("on:")
+    # charging at 3 A; 400 - 3 A's draw still exported: up, limited by the slew
+    d = run_steps(ctl, [(5000, dict(current_a=3.0, grid_w=-400 + watts(3.0)))])
+    assert d[0].setpoint_a > 3.0 and d[0].setpoint_a <= 3.0 + 5.0 and "up to" in d[0].reason
+
+
+def test_import_steps_down_at_once():
+    ctl = control.Controller(settings())
+    ctl.on, ctl.setpoint_a = True, 10.0
+    d = ctl.step(0, situation(current_a=10.0, grid_w=100))
+    # available = 10 A's draw - 100 W import - 5 W margin
+    expected = control.floor_tenth((watts(10.0) - 100 - 5) * EFF / V)
+    assert d.setpoint_a == expected and d.reason.startswith("down to")
+
+
+def test_below_the_minimum_switches_off_or_holds():
+    ctl = control.Controller(settings(disable_delay_s=0))
+    ctl.on, ctl.setpoint_a = True, 3.0
+    d = ctl.step(0, situation(current_a=3.0, grid_w=100))
+    assert d.charging is False and d.reason.startswith("off:")
+    ctl = control.Controller(settings(disable_delay_s=5))
+    ctl.on, ctl.setpoint_a = True, 3.0
+    d = ctl.step(0, situation(current_a=3.0, grid_w=100))
+    assert (d.charging, d.setpoint_a) == (True, 3.0) and "before switching off" in d.reason
+    d = ctl.step(5000, situation(current_a=3.0, grid_w=100, grid_seq=2))
+    assert d.charging is False
+    ctl = control.Controller(settings())
+    ctl.on, ctl.setpoint_a = True, 3.0
+    d = ctl.step(0, situation(current_a=3.0, grid_w=100, can_switch_off=False))
+    assert (d.charging, d.setpoint_a) == (True, 3.0) and "cannot be switched off" in d.reason
+
+
+def test_stale_data_and_lost_link_fail_safe():
+    ctl = control.Controller(settings(stale_s=10))
+    d = ctl.step(0, situation(grid_age_s=11, grid_error="refused"))
+    assert d.safe and d.charging is False and "grid data 11 s old (refused)" in d.reason
+    d = ctl.step(0, situation(grid_age_s=None))
+    assert d.safe and "no grid data" in d.reason
+    d = ctl.step(0, situation(link_up=False))
+    assert d.safe and "charger link down" in d.reason
+    d = ctl.step(0, situation(link_up=False, can_switch_off=False))
+    assert (
+        d.safe and (d.charging, d.setpoint_a) == (True, 3.0) and "holding the minimum" in d.reason
+    )
+    minimum = control.Controller(settings(safe_state="minimum"))
+    assert minimum.step(0, situation(grid_age_s=99)).setpoint_a == 3.0
+    # and back by itself when the data returns
+    d = ctl.step(1000, situation(grid_w=-500, grid_seq=7))
+    assert not d.safe
+
+
+def test_fresh_readings_only():
+    ctl = control.Controller(settings())
+    ctl.on, ctl.setpoint_a = True, 5.0
+    first = ctl.step(0, situation(current_a=5.0, grid_w=-300, grid_seq=4))
+    same = ctl.step(250, situation(current_a=5.0, grid_w=+900, grid_seq=4))
+    assert same is first  # the same reading: nothing new to act on
+
+
+def test_absorption_does_not_chase_the_limit():
+    ctl = control.Controller(settings())
+    ctl.on, ctl.setpoint_a = True, 6.0
+    d = ctl.step(20000, situation(current_a=4.0, state_code=4, grid_w=-800))
+    assert d.setpoint_a == 6.0 and "what the battery takes" in d.reason
+
+
+def test_unknown_charger_behind_a_plug_is_powered_to_learn_it():
+    ctl = control.Controller(settings())
+    d = ctl.step(0, situation(min_a=None, link_up=False, powered_off=True))
+    assert d.charging is True and "learn" in d.reason
+    d = ctl.step(1000, situation(min_a=None, link_up=False, powered_off=True))
+    assert d.charging is None  # not again for a while
+    d = ctl.step(0, situation(min_a=None, link_up=True))
+    assert (d.setpoint_a, d.charging) == (None, None)
+
+
+def test_stored_only_holds_and_rises_after_the_window():
+    ctl = control.Controller(settings(stored_rise_after_s=120))
+    ctl.on = True
+    sit = dict(stored_only=True, limit_a=5.0, current_a=5.0)
+    d = run_steps(ctl, [(0, dict(sit, grid_w=-300)), (60000, dict(sit, grid_w=-300))])
+    assert d[1].setpoint_a == 5.0 and "before a stored write" in d[1].reason
+    d = run_steps(ctl, [(121000, dict(sit, grid_w=-300, grid_seq=50))])
+    assert d[0].setpoint_a > 5.0 and "stored write" in d[0].reason
+    # import: down at once (a stored write), or off when even the minimum does not fit
+    d = run_steps(ctl, [(122000, dict(sit, current_a=5.0, limit_a=5.0, grid_w=30, grid_seq=51))])
+    assert 3.0 <= d[0].setpoint_a < 5.0 and d[0].charging is True
+    ctl.setpoint_a = 5.0
+    d = run_steps(ctl, [(123000, dict(sit, grid_w=400, grid_seq=52))])
+    assert d[0].charging is False
