@@ -44,7 +44,7 @@ def wait_status(port: int, timeout: float = 20) -> dict:
             url = "http://127.0.0.1:%d/api/status" % port
             with urllib.request.urlopen(url, timeout=2) as resp:
                 status = json.load(resp)
-            if status["charger"]["limit_a"] == 8.0:
+            if status["grid"]["power_w"] is not None and status["charger"]["min_a"] is not None:
                 return status
         except OSError:
             pass

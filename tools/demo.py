@@ -27,7 +27,12 @@ from tools.sim.__main__ import make_parser as sim_parser  # noqa: E402
 from tools.sim.serve import Clock, Installation  # noqa: E402
 
 DEMO_DIR = ROOT / "build" / "demo"
-DEMO_CONFIG = {"control": {"mode": "manual", "manual_current_a": 8.0}}
+
+
+def demo_config(venus: str) -> dict:
+    """Surplus charging from the simulated Venus; written afresh each run (ports change)."""
+    host, port = venus.rsplit(":", 1)
+    return {"control": {"mode": "auto"}, "venus": {"host": host, "port": int(port)}}
 
 
 def micropython() -> str:
@@ -69,12 +74,12 @@ async def run(args: argparse.Namespace) -> int:
 async def demo(args: argparse.Namespace) -> int:
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     lib = stage_libs(DEMO_DIR / "lib")
-    config = Path(args.config) if args.config else DEMO_DIR / "config.json"
-    if not args.config and not config.exists():
-        config.write_text(json.dumps(DEMO_CONFIG, indent=2) + "\n")
     sim_args = sim_parser().parse_args(["--scenario", args.scenario, "--speed", str(args.speed)])
     installation = Installation(build_world(sim_args), Clock(args.speed))
     endpoints = await installation.start(pty=args.pty)
+    config = Path(args.config) if args.config else DEMO_DIR / "config.json"
+    if not args.config:
+        config.write_text(json.dumps(demo_config(endpoints["venus"]), indent=2) + "\n")
     uart = endpoints["pty"] if args.pty else endpoints["charger"]
     env = dict(os.environ, MICROPYPATH="%s:.frozen" % lib)
     firmware = await asyncio.create_subprocess_exec(
@@ -110,6 +115,7 @@ async def demo(args: argparse.Namespace) -> int:
         print("demo: status  %s" % status_url, flush=True)
         print("demo: charger %s   Venus %s" % (uart, endpoints["venus"]), flush=True)
         print("demo: faults  %s  (POST /fault, see README)" % endpoints["control"], flush=True)
+        print("demo: config  %s" % config, flush=True)
         print("demo: Ctrl-C stops everything", flush=True)
         if args.duration:
             await asyncio.sleep(args.duration)
@@ -132,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="demo.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=0, help="stop after S seconds (0: Ctrl-C)")
     ap.add_argument("--http-port", type=int, default=8080, help="the firmware's HTTP port (8080)")
-    ap.add_argument("--scenario", default="steady", help="household scenario (tools.sim)")
+    ap.add_argument("--scenario", default="kettle", help="household scenario (tools.sim)")
     ap.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     ap.add_argument(
         "--config", help="the firmware's config.json (default: build/demo/config.json)"
