@@ -37,14 +37,14 @@ SCHEMA = {
         "mode": ("choice", "off", ("off", "manual", "auto")),
         "manual_current_a": ("float", 0.0, 0.0, 100.0),
         "manual_charging": ("bool", True),
-        "target_grid_w": ("float", -5.0, -2000.0, 500.0),  # negative: a small export margin
+        "target_grid_w": ("float", -3.0, -2000.0, 500.0),  # negative: a small export margin
         "efficiency": ("float", 0.92, 0.5, 1.0),  # AC -> DC, for converting watts to amps
         "stale_s": ("float", 10.0, 2.0, 300.0),  # grid data older than this: safe state
         "settle_s": ("float", 1.0, 0.0, 60.0),  # after a change, before the next increase
         "rise_a_per_s": ("float", 5.0, 0.1, 50.0),
-        "deadband_w": ("float", 5.0, 0.0, 500.0),
+        "deadband_w": ("float", 3.0, 0.0, 500.0),
         "not_taking_a": ("float", 1.0, 0.1, 10.0),  # current this far below the limit: full
-        "enable_delay_s": ("float", 3.0, 0.0, 3600.0),
+        "enable_delay_s": ("float", 1.0, 0.0, 3600.0),
         "enable_threshold_w": ("float", 0.0, 0.0, 2000.0),
         "disable_delay_s": ("float", 0.0, 0.0, 3600.0),
         "disable_threshold_w": ("float", 0.0, 0.0, 2000.0),

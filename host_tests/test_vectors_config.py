@@ -30,7 +30,7 @@ def test_defaults_are_safe():
     d = config.defaults()
     assert d["control"]["mode"] == "off"
     assert d["charger"]["volatile"] == "auto"
-    assert d["charger"]["stored_daily_max"] == 24
+    assert d["charger"]["stored_daily_max"] == 150
     assert d["wifi"] == {"ssid": "", "password": ""}
     values, errors = config.validate(d)
     assert errors == [] and values == d

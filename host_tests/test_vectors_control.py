@@ -132,8 +132,8 @@ def test_import_steps_down_at_once():
     ctl = control.Controller(settings())
     ctl.on, ctl.setpoint_a = True, 10.0
     d = ctl.step(0, situation(current_a=10.0, grid_w=100))
-    # available = 10 A's draw - 100 W import - 5 W margin
-    expected = control.floor_tenth((watts(10.0) - 100 - 5) * EFF / V)
+    # available = 10 A draw - 100 W import - 3 W margin
+    expected = control.floor_tenth((watts(10.0) - 100 - 3) * EFF / V)
     assert d.setpoint_a == expected and d.reason.startswith("down to")
 
 
