@@ -12,10 +12,7 @@ import control
 import plug
 import venus
 
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    from charger import ticks_diff, ticks_ms
+from ticks import ticks_diff, ticks_ms
 
 VERSION = "0.1.0"
 LOG_LINES = 40

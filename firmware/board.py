@@ -8,17 +8,7 @@ stream to the simulator, a TCP "host:port" or a pty/tty path, and there is no Wi
 import asyncio
 import gc
 
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    import time
-
-    def ticks_ms():
-        return int(time.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
+from ticks import ticks_diff, ticks_ms
 
 try:
     import machine

@@ -12,20 +12,7 @@ import asyncio
 import ip22
 import vedirect
 
-try:
-    from time import ticks_diff, ticks_ms, ticks_us
-except ImportError:  # CPython (a Venus OS service, tests)
-    import time
-
-    def ticks_ms():
-        return int(time.monotonic() * 1000)
-
-    def ticks_us():
-        return int(time.monotonic() * 1000000)
-
-    def ticks_diff(a, b):
-        return a - b
-
+from ticks import ticks_diff, ticks_ms, ticks_us
 
 REPLY_TIMEOUT_S = 1.0
 RETRIES = 2  # tries after the first, for a request without an answer

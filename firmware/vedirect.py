@@ -21,12 +21,7 @@ except ImportError:  # CPython
         return x
 
 
-try:
-    from time import ticks_diff
-except ImportError:  # CPython: callers pass plain monotonic milliseconds
-
-    def ticks_diff(a, b):
-        return a - b
+from ticks import ticks_diff
 
 
 # Limits from Victron's "VE.Direct Protocol" 3.33, "Implementation guidelines".

@@ -8,10 +8,7 @@ values, to catch the dropout trap: when the meter stops, 820-822 silently read 0
 
 import asyncio
 
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    from charger import ticks_diff, ticks_ms
+from ticks import ticks_diff, ticks_ms
 
 GRID_REGISTER = 820
 METER_REGISTER = 2600

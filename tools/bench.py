@@ -241,8 +241,11 @@ class OriginalScript:
         if now < self.next or self.grid is None:
             return
         self.next = now + self.interval
-        if self.grid < 0:
-            self.p.write_stored(now, -self.grid / 24)
+        self.act(now, self.grid)
+
+    def act(self, now: float, grid: float) -> None:
+        if grid < 0:
+            self.p.write_stored(now, -grid / 24)
 
 
 class OriginalService(OriginalScript):
@@ -253,15 +256,9 @@ class OriginalService(OriginalScript):
         super().__init__(plant)
         self.old = 0.0
 
-    def control(self, now: float, pv: float, load: float) -> None:
-        reading = self.p.meter(now)
-        if reading is not None:
-            self.grid = reading
-        if now < self.next or self.grid is None:
-            return
-        self.next = now + self.interval
-        if self.grid < self.old:
-            current = min(-self.grid / 24 + self.old, MAX_A)
+    def act(self, now: float, grid: float) -> None:
+        if grid < self.old:
+            current = min(-grid / 24 + self.old, MAX_A)
             self.p.write_stored(now, current)
             self.old = current
 

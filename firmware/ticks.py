@@ -1,0 +1,15 @@
+"""Millisecond ticks on MicroPython (wrapping, compare with ticks_diff) and on CPython."""
+
+try:
+    from time import ticks_diff, ticks_ms, ticks_us
+except ImportError:  # CPython: a Venus OS service, the tests, the bench
+    import time
+
+    def ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def ticks_us():
+        return int(time.monotonic() * 1000000)
+
+    def ticks_diff(a, b):
+        return a - b
