@@ -15,6 +15,7 @@ AUTO = "auto"
 
 ABSORPTION_AND_AFTER = (4, 5, 6, 7, 244, 246, 247)  # CS codes: the battery sets the pace
 LEARN_RETRY_MS = 300000  # an unknown charger powered up to be probed: not more often
+STARTUP_GRACE_MS = 20000  # after a power-up, the charger's first frames come within this
 SETTLED_MS = 8000  # after a change, the charger's current has followed (about 4 time constants)
 
 
@@ -73,6 +74,8 @@ class Controller:
         self.above_since = None  # surplus enough for the minimum since (ms)
         self.available_w = None
         self.learn_tried_ms = None  # when we last powered an unknown charger up to probe it
+        self.powered_on_ms = None  # when we switched the charger's mains on (it boots)
+        self.retry_ms = None  # a charger that did not come up: no new power-up before this
         self.rise_since = None  # stored-only: since when the surplus allows more
         self.rise_to = None  # stored-only: the lowest current that surplus allowed since then
         self.decision = Decision(reason="starting")
@@ -125,7 +128,14 @@ class Controller:
             if sit.link_up or not sit.link_seen:
                 return Decision(None, None, "waiting for the charger")
         if not sit.link_up and not sit.powered_off:
+            if self.powered_on_ms is not None and now - self.powered_on_ms < STARTUP_GRACE_MS:
+                return Decision(None, None, "the charger is starting up")
+            if self.powered_on_ms is not None:  # powered up by us and never answered
+                self.retry_ms = now + LEARN_RETRY_MS
+            self.powered_on_ms = None
             return self._safe(sit, "charger link down")
+        if sit.link_up:
+            self.powered_on_ms = None
         if sit.grid_age_s is None or sit.grid_age_s > self.s["stale_s"]:
             age = (
                 "no grid data" if sit.grid_age_s is None else "grid data %d s old" % sit.grid_age_s
@@ -188,6 +198,13 @@ class Controller:
     def _maybe_enable(self, now, sit, available, min_w):
         s = self.s
         need = min_w + s["enable_threshold_w"]
+        if sit.powered_off and self.retry_ms is not None and now < self.retry_ms:
+            return Decision(
+                None,
+                False,
+                "the charger did not answer after its last power-up; again in %d s"
+                % ((self.retry_ms - now) // 1000),
+            )
         if available >= need:
             if self.above_since is None:
                 self.above_since = now
@@ -195,6 +212,8 @@ class Controller:
             if waited >= s["enable_delay_s"]:
                 self.on = True
                 self.above_since = None
+                if sit.powered_off:
+                    self.powered_on_ms = now
                 self.setpoint_a = sit.min_a
                 self.changed_ms = now
                 return Decision(sit.min_a, True, "on: %d W surplus covers the minimum" % available)

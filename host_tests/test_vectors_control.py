@@ -212,3 +212,18 @@ def test_stored_only_holds_and_rises_after_the_window():
     ctl.setpoint_a = 5.0
     d = run_steps(ctl, [(123000, dict(sit, grid_w=400, grid_seq=52))])
     assert d[0].charging is False
+
+
+def test_a_charger_that_stays_silent_after_power_up_is_not_cycled():
+    ctl = control.Controller(settings(enable_delay_s=0))
+    ctl.on = False
+    d = ctl.step(0, situation(link_up=False, powered_off=True, charging=False, grid_w=-800))
+    assert d.charging is True  # surplus: the plug goes on
+    d = ctl.step(5000, situation(link_up=False, powered_off=False, grid_w=-800, grid_seq=2))
+    assert (d.charging, d.safe) == (None, False) and "starting up" in d.reason
+    d = ctl.step(25000, situation(link_up=False, powered_off=False, grid_w=-800, grid_seq=3))
+    assert d.safe and d.charging is False  # it never answered: off again
+    d = ctl.step(26000, situation(link_up=False, powered_off=True, grid_w=-800, grid_seq=4))
+    assert d.charging is False and "did not answer" in d.reason
+    d = ctl.step(26000 + 300000, situation(link_up=False, powered_off=True, grid_w=-800, grid_seq=5))
+    assert d.charging is True  # five minutes later: one more try
