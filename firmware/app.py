@@ -8,6 +8,7 @@ import os
 
 import board
 import charger
+import config as configuration
 import control
 import plug
 import venus
@@ -27,9 +28,16 @@ CONTROL_PERIOD_S = 0.25  # fresh grid values arrive about once a second: react w
 
 class App:
     def __init__(
-        self, config, board_, state_path="state.json", http_host="0.0.0.0", http_port=None
+        self,
+        config,
+        board_,
+        state_path="state.json",
+        http_host="0.0.0.0",
+        http_port=None,
+        config_path="config.json",
     ):
         self.config = config
+        self.config_path = config_path
         self.board = board_
         self.state_path = state_path
         self.http_host = http_host
@@ -246,6 +254,62 @@ class App:
             await asyncio.gather(*tasks)
         finally:
             self.persist(force=True)
+
+    # -- changes from the API: the one way in -----------------------------------------------
+
+    def set_mode(self, change):
+        """Mode and manual values, validated, applied to the controller and saved. Returns
+        the list of errors (empty when done)."""
+        allowed = ("mode", "manual_current_a", "manual_charging")
+        unknown = [k for k in change if k not in allowed]
+        if unknown:
+            return ["%s: not a mode setting (use %s)" % (k, ", ".join(allowed)) for k in unknown]
+        return self.update_config({"control": change})[0]
+
+    def update_config(self, patch):
+        """(errors, restart_needed): merge, validate, save atomically, apply what can be
+        applied while running."""
+        if not isinstance(patch, dict):
+            return ["config: must be a JSON object"], []
+        values = configuration.merged(self.config.values, patch)
+        clean, errors = configuration.validate(values)
+        if errors:
+            return errors, []
+        try:
+            configuration.save(self.config_path, clean)
+        except OSError as err:
+            return ["could not save %s: %s" % (self.config_path, err)], []
+        restart = []
+        for section in patch:
+            if clean[section] == self.config.values.get(section):
+                continue
+            if section == "control" and not self.config.safe_mode:
+                self.controller.s.update(clean["control"])
+            elif section == "charger":
+                self.link.settings.update(clean["charger"])
+                b = self.link.budget
+                c = clean["charger"]
+                b.deadband = c["stored_deadband_a"]
+                b.min_interval_ms = c["stored_min_interval_s"] * 1000
+                b.daily_max = c["stored_daily_max"]
+            elif section == "venus" and self.poller is not None and clean["venus"]["host"]:
+                self.poller.s.update(clean["venus"])
+                self.poller._close()  # reconnect with the new settings
+            elif section == "plug":
+                self.plug = plug.Plug(clean["plug"])
+            elif section != "admin":
+                restart.append(section)
+        if self.config.safe_mode:
+            restart.append("safe mode (the saved config is valid now)")
+        self.config.values = clean
+        self.log("config saved%s" % (": restart for " + ", ".join(restart) if restart else ""))
+        return [], restart
+
+    async def reboot(self):
+        self.log("reboot requested")
+        self.persist(force=True)
+        await asyncio.sleep(0.5)  # let the HTTP answer go out
+        self.board.reset()
 
     # -- status ------------------------------------------------------------------------------
 

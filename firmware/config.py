@@ -25,6 +25,9 @@ SCHEMA = {
     "http": {
         "port": ("int", 80, 1, 65535),
     },
+    "admin": {  # changes from the web page and the API need this password; reading does not
+        "password_hash": ("secret", "", 128),  # "sha256$salt$digest": see auth.py
+    },
     "charger": {
         "max_current_a": ("float", 0.0, 0.0, 100.0),  # your battery's limit; 0 = the rating
         "volatile": ("choice", "auto", ("auto", "never")),  # 0x2015 when the charger has it
@@ -166,7 +169,7 @@ def load(path):
     if errors:
         # keep what lets the user reach the board and fix it; everything else safe
         safe = defaults()
-        for key in ("hostname", "wifi", "http", "uart"):
+        for key in ("hostname", "wifi", "http", "uart", "admin"):
             safe[key] = values[key]
         return Config(safe, errors, path + " (invalid: safe mode)")
     return Config(values, (), path)
@@ -182,6 +185,26 @@ def save(path, values):
         f.write(json.dumps(clean))
     os.rename(tmp, path)
     return clean
+
+
+def merged(values, patch, schema=SCHEMA):
+    """`values` with `patch` laid over it (sections merged key by key); a secret sent back as
+    "***" keeps its value, so a form that shows secrets redacted can be posted unchanged."""
+    out = {}
+    for key, spec in schema.items():
+        old = values.get(key)
+        if key not in patch:
+            out[key] = old
+        elif isinstance(spec, dict) and isinstance(patch[key], dict):
+            out[key] = merged(old, patch[key], spec)
+        elif not isinstance(spec, dict) and spec[0] == "secret" and patch[key] == SECRET:
+            out[key] = old
+        else:
+            out[key] = patch[key]
+    for key in patch:
+        if key not in schema:
+            out[key] = patch[key]  # validate() names it
+    return out
 
 
 def redacted(values, schema=SCHEMA):

@@ -15,9 +15,9 @@ import config
 
 USAGE = (
     "usage: main.py [--config FILE] [--uart HOST:PORT|TTY] [--http-host H] [--http-port P]"
-    " [--state FILE]"
+    " [--state FILE] [--admin-password PW]"
 )
-OPTIONS = ("--config", "--uart", "--http-host", "--http-port", "--state")
+OPTIONS = ("--config", "--uart", "--http-host", "--http-port", "--state", "--admin-password")
 
 
 def parse_args(argv):
@@ -50,7 +50,13 @@ def main(argv):
     except ValueError as err:
         print(err)
         sys.exit(2)
-    a = app.App(cfg, hw, state_path, opts.get("http-host", "0.0.0.0"), opts.get("http-port"))
+    if opts.get("admin-password") and not cfg["admin"]["password_hash"]:
+        import auth  # first start: set the admin password, stored hashed
+
+        cfg.values["admin"]["password_hash"] = auth.make_hash(opts["admin-password"])
+        if not cfg.safe_mode:
+            config.save(path, cfg.values)
+    a = app.App(cfg, hw, state_path, opts.get("http-host", "0.0.0.0"), opts.get("http-port"), path)
     try:
         asyncio.run(a.run())
     except KeyboardInterrupt:  # Ctrl-C on the Unix port (or the REPL): keep the counters

@@ -1,13 +1,129 @@
-"""HTTP: microdot routes. For now the JSON status; the page and settings come with issue #6."""
+"""HTTP with microdot: the JSON API (status, config, mode, reboot) and Prometheus metrics.
+Reading needs no login; every change needs the admin password (auth.py)."""
 
-from microdot import Microdot
+import asyncio
+import json
+
+import auth
+import config as configuration
+from microdot import Microdot, Request
+
+# bounded requests: a request line or header over 1 kB, or a body over 4 kB, is refused
+Request.max_readline = 1024
+Request.max_content_length = 4096
+Request.max_body_length = 4096
+WRONG_PASSWORD_DELAY_S = 1
 
 
 def make_app(app):
     server = Microdot()
+    failures = {"auth": 0}
+
+    async def authorised(request):
+        """None if the request carries the admin password, else the error response."""
+        stored = app.config["admin"]["password_hash"]
+        if not stored:
+            return {"error": "no admin password is set (admin.password_hash)"}, 403
+        password = auth.password_from_header(request.headers.get("Authorization"))
+        if password is None or not auth.verify(password, stored):
+            failures["auth"] += 1
+            await asyncio.sleep(WRONG_PASSWORD_DELAY_S)
+            headers = {"WWW-Authenticate": 'Basic realm="ip22-adapter"'}
+            return {"error": "wrong or missing admin password"}, 401, headers
+        return None
+
+    def body_json(request):
+        try:
+            return json.loads(request.body.decode()), None
+        except (ValueError, UnicodeError):
+            return None, ({"error": "the body is not valid JSON"}, 400)
 
     @server.get("/api/status")
     async def status(request):
-        return app.status()
+        result = app.status()
+        result["counters"]["auth_failures"] = failures["auth"]
+        return result
+
+    @server.get("/api/config")
+    async def get_config(request):
+        c = app.config
+        return {
+            "config": configuration.redacted(c.values),
+            "source": c.source,
+            "errors": c.errors,
+        }
+
+    @server.post("/api/config")
+    async def post_config(request):
+        refused = await authorised(request)
+        if refused:
+            return refused
+        patch, bad = body_json(request)
+        if bad:
+            return bad
+        errors, restart = app.update_config(patch)
+        if errors:
+            return {"errors": errors}, 400
+        return {"saved": True, "restart_needed": restart}
+
+    @server.post("/api/mode")
+    async def post_mode(request):
+        refused = await authorised(request)
+        if refused:
+            return refused
+        change, bad = body_json(request)
+        if bad:
+            return bad
+        if not isinstance(change, dict) or not change:
+            return {"error": 'send an object, e.g. {"mode": "manual", "manual_current_a": 6}'}, 400
+        errors = app.set_mode(change)
+        if errors:
+            return {"errors": errors}, 400
+        return app.status()["control"]
+
+    @server.post("/api/reboot")
+    async def reboot(request):
+        refused = await authorised(request)
+        if refused:
+            return refused
+        asyncio.create_task(app.reboot())
+        return {"rebooting": True}
+
+    @server.get("/metrics")
+    async def metrics(request):
+        return metrics_text(app.status()), 200, {"Content-Type": "text/plain; version=0.0.4"}
 
     return server
+
+
+def metrics_text(status):
+    """Prometheus text exposition of the numbers a user graphs."""
+    c = status["charger"]
+    g = status["grid"]
+    k = status["counters"]
+    rows = [
+        ("ip22_up", 1 if c["connected"] else 0),
+        ("ip22_battery_voltage_volts", c["voltage_v"]),
+        ("ip22_battery_current_amperes", c["current_a"]),
+        ("ip22_limit_amperes", c["limit_a"]),
+        ("ip22_state", c["state_code"]),
+        ("ip22_error", c["error_code"]),
+        ("ip22_stored_writes_total", c["stored_writes"]),
+        ("ip22_grid_power_watts", g.get("power_w")),
+        ("ip22_grid_age_seconds", g.get("age_s")),
+        ("ip22_control_setpoint_amperes", status["control"]["setpoint_a"]),
+        ("ip22_frames_ok_total", k["frames_ok"]),
+        ("ip22_frames_bad_total", k["frames_bad"]),
+        ("ip22_commands_total", k["commands"]),
+        ("ip22_command_failures_total", k["failures"]),
+        ("ip22_uptime_seconds", status["uptime_s"]),
+        ("ip22_free_heap_bytes", status["free_heap"]),
+    ]
+    lines = []
+    for name, value in rows:
+        if value is None:
+            continue
+        kind = "counter" if name.endswith("_total") else "gauge"
+        lines.append("# TYPE %s %s" % (name, kind))
+        lines.append("%s %s" % (name, float(value) if isinstance(value, float) else int(value)))
+    return "\n".join(lines) + "\n"

@@ -39,9 +39,15 @@ class Firmware:
     """firmware/main.py in a `micropython` process; `status()` reads /api/status."""
 
     def __init__(
-        self, workdir: Path, uart: str, config: Any = None, raw_config: str | None = None
+        self,
+        workdir: Path,
+        uart: str,
+        config: Any = None,
+        raw_config: str | None = None,
+        extra: tuple[str, ...] = (),
     ):
         self.workdir = workdir
+        self.extra = extra
         self.uart = uart
         self.port = free_port()
         self.config_path = workdir / "config.json"
@@ -59,6 +65,7 @@ class Firmware:
         env = dict(os.environ, MICROPYPATH="%s:.frozen" % LIB)
         args = [micropython, str(FIRMWARE / "main.py"), "--config", str(self.config_path)]
         args += ["--uart", self.uart, "--http-host", "127.0.0.1", "--http-port", str(self.port)]
+        args += list(self.extra)
         self.log_file = open(self.workdir / "firmware.log", "w")
         self.proc = subprocess.Popen(
             args, stdout=self.log_file, stderr=subprocess.STDOUT, text=True, env=env

@@ -225,5 +225,7 @@ def test_a_charger_that_stays_silent_after_power_up_is_not_cycled():
     assert d.safe and d.charging is False  # it never answered: off again
     d = ctl.step(26000, situation(link_up=False, powered_off=True, grid_w=-800, grid_seq=4))
     assert d.charging is False and "did not answer" in d.reason
-    d = ctl.step(26000 + 300000, situation(link_up=False, powered_off=True, grid_w=-800, grid_seq=5))
+    d = ctl.step(
+        26000 + 300000, situation(link_up=False, powered_off=True, grid_w=-800, grid_seq=5)
+    )
     assert d.charging is True  # five minutes later: one more try
