@@ -161,3 +161,27 @@ def test_budget_daily_cap_then_a_new_day():
     day = 24 * 60 * MIN
     assert b.used_24h(day + 1) == 2  # the first write has left the 24 h window
     assert b.check(9.0, 4.0, day + 1) is None
+
+
+def test_merged_keeps_secrets_sent_back_redacted():
+    values = config.defaults()
+    values["wifi"]["password"] = "hunter2"
+    out = config.merged(values, {"wifi": {"ssid": "home", "password": "***"}, "x": 1})
+    assert out["wifi"] == {"ssid": "home", "password": "hunter2"}
+    assert out["x"] == 1 and config.validate(out)[1] == ["x: unknown setting"]
+    out = config.merged(values, {"wifi": {"password": "new"}})
+    assert out["wifi"]["password"] == "new" and values["wifi"]["password"] == "hunter2"
+
+
+def test_admin_password_hash_and_headers():
+    import auth
+
+    stored = auth.make_hash("s3cret", b"\x01\x02\x03\x04\x05\x06\x07\x08")
+    assert stored.startswith("sha256$0102030405060708$") and "s3cret" not in stored
+    assert auth.verify("s3cret", stored) and not auth.verify("s3cre", stored)
+    assert not auth.verify("s3cret", "md5$00$00") and not auth.verify("s3cret", "")
+    assert auth.make_hash("a") != auth.make_hash("a")  # a fresh salt each time
+    assert auth.password_from_header("Bearer s3cret") == "s3cret"
+    assert auth.password_from_header("Basic YWRtaW46czNjcmV0") == "s3cret"  # admin:s3cret
+    assert auth.password_from_header("Basic !!!") is None
+    assert auth.password_from_header("Digest x") is None and auth.password_from_header(None) is None

@@ -27,6 +27,7 @@ from tools.sim.__main__ import make_parser as sim_parser  # noqa: E402
 from tools.sim.serve import Clock, Installation  # noqa: E402
 
 DEMO_DIR = ROOT / "build" / "demo"
+DEMO_PASSWORD = "demo"  # the admin password of the demo's firmware (changes over the API)
 
 
 def demo_config(venus: str) -> dict:
@@ -89,6 +90,7 @@ async def demo(args: argparse.Namespace) -> int:
         "--uart", uart,
         "--http-host", "127.0.0.1",
         "--http-port", str(args.http_port),
+        *(["--admin-password", DEMO_PASSWORD] if not args.config else []),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env=env,
@@ -115,7 +117,10 @@ async def demo(args: argparse.Namespace) -> int:
         print("demo: status  %s" % status_url, flush=True)
         print("demo: charger %s   Venus %s" % (uart, endpoints["venus"]), flush=True)
         print("demo: faults  %s  (POST /fault, see README)" % endpoints["control"], flush=True)
-        print("demo: config  %s" % config, flush=True)
+        print(
+            "demo: config  %s (admin password for changes: %s)" % (config, DEMO_PASSWORD),
+            flush=True,
+        )
         print("demo: Ctrl-C stops everything", flush=True)
         if args.duration:
             await asyncio.sleep(args.duration)
