@@ -73,7 +73,7 @@ def test_surplus_tracking_load_step_and_venus_outage(tmp_path: Path) -> None:
         set_profile(sim, 560, 1300)
         took = wait(lambda: truth(sim)["charger_ac_w"] < 10, 15, "import stops", fw)
         print("load step: the charger's import stopped after %.1f s" % took)
-        assert took < 8  # meter 1 s + command + the charger's 2 s time constant
+        assert took < 10  # meter 1 s + control 0.25 s + command + 2 s x ln(34) of decay = 8.5 s
 
         # Venus goes down: safe state (off) within the stale time, then back
         set_profile(sim, 1500, 300)
