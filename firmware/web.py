@@ -32,7 +32,11 @@ def make_app(app):
             return {"error": "wrong or missing admin password"}, 401, headers
         return None
 
-    def body_json(request):
+    async def change_body(request):
+        """(the JSON body of an authorised change, None) or (None, the error response)."""
+        refused = await authorised(request)
+        if refused:
+            return None, refused
         try:
             return json.loads(request.body.decode()), None
         except (ValueError, UnicodeError):
@@ -55,10 +59,7 @@ def make_app(app):
 
     @server.post("/api/config")
     async def post_config(request):
-        refused = await authorised(request)
-        if refused:
-            return refused
-        patch, bad = body_json(request)
+        patch, bad = await change_body(request)
         if bad:
             return bad
         errors, restart = app.update_config(patch)
@@ -68,10 +69,7 @@ def make_app(app):
 
     @server.post("/api/mode")
     async def post_mode(request):
-        refused = await authorised(request)
-        if refused:
-            return refused
-        change, bad = body_json(request)
+        change, bad = await change_body(request)
         if bad:
             return bad
         if not isinstance(change, dict) or not change:
