@@ -18,6 +18,7 @@ from ticks import ticks_diff, ticks_ms
 VERSION = "0.1.0"
 LOG_LINES = 40
 HOUSEKEEPING_S = 10
+HISTORY_POINTS = 180  # the chart's 30 minutes at one point per housekeeping round
 PERSIST_EVERY_MS = 3600 * 1000  # the stored-write counter goes to flash at most hourly
 WATCHDOG_MS = 60000  # longer than any blocking call (MQTT connect, DNS, flash writes)
 BEAT_STALE_MS = 30000  # a task that has not reported for this long is hung
@@ -47,6 +48,7 @@ class App:
         self.beats = {}
         self.restarts = {}
         self.heap = {"used": None, "free": None, "peak_used": 0}
+        self.trend = {"grid_w": [], "charger_w": [], "setpoint_a": []}
         persisted = self._load_state()
         self.link = charger.Link(
             board_.open_uart, config["charger"], self.log, persisted.get("stored_writes", 0)
@@ -212,6 +214,7 @@ class App:
             if used is not None and used > self.heap["peak_used"]:
                 self.heap["peak_used"] = used
             self.persist()
+            self.sample()
             await asyncio.sleep(HOUSEKEEPING_S)
 
     async def watchdog_task(self):
@@ -254,6 +257,28 @@ class App:
             await asyncio.gather(*tasks)
         finally:
             self.persist(force=True)
+
+    def sample(self):
+        """One point of the chart's history: grid W, charger W (V x I), setpoint A."""
+        s = self.link.state
+        grid = self.poller.reading.power_w if self.poller else None
+        charger_w = None
+        if s.voltage_v is not None and s.current_a is not None and self.link.connected():
+            charger_w = round(s.voltage_v * s.current_a)
+        for key, value in (
+            ("grid_w", grid),
+            ("charger_w", charger_w),
+            ("setpoint_a", self.controller.decision.setpoint_a),
+        ):
+            series = self.trend[key]
+            series.append(value)
+            if len(series) > HISTORY_POINTS:
+                series.pop(0)
+
+    def history(self):
+        out = {"interval_s": HOUSEKEEPING_S}
+        out.update(self.trend)
+        return out
 
     # -- changes from the API: the one way in -----------------------------------------------
 

@@ -171,7 +171,13 @@ class Esp32Board:
                     log("WiFi connected to %s" % ssid)
                 down_since = None
                 backoff = WIFI_RETRY_S
-                self._wifi.update(connected=True, ip=wlan.ifconfig()[0], note="connected")
+                try:
+                    rssi = wlan.status("rssi")
+                except (ValueError, OSError):
+                    rssi = None
+                self._wifi.update(
+                    connected=True, ip=wlan.ifconfig()[0], rssi=rssi, note="connected"
+                )
             else:
                 self._wifi.update(connected=False, ip=None, note="status %s" % wlan.status())
                 if down_since is None:

@@ -6,13 +6,14 @@ import json
 
 import auth
 import config as configuration
-from microdot import Microdot, Request
+from microdot import Microdot, Request, send_file
 
 # bounded requests: a request line or header over 1 kB, or a body over 4 kB, is refused
 Request.max_readline = 1024
 Request.max_content_length = 4096
 Request.max_body_length = 4096
 WRONG_PASSWORD_DELAY_S = 1
+STATIC = (__file__.rsplit("/", 1)[0] + "/" if "/" in __file__ else "") + "static/"
 
 
 def make_app(app):
@@ -41,6 +42,18 @@ def make_app(app):
             return json.loads(request.body.decode()), None
         except (ValueError, UnicodeError):
             return None, ({"error": "the body is not valid JSON"}, 400)
+
+    @server.get("/")
+    async def page(request):
+        return send_file(STATIC + "index.html", content_type="text/html; charset=UTF-8")
+
+    @server.get("/api/history")
+    async def history(request):
+        return app.history()
+
+    @server.get("/api/schema")
+    async def schema(request):
+        return schema_of(configuration.SCHEMA)
 
     @server.get("/api/status")
     async def status(request):
@@ -92,6 +105,24 @@ def make_app(app):
         return metrics_text(app.status()), 200, {"Content-Type": "text/plain; version=0.0.4"}
 
     return server
+
+
+def schema_of(schema):
+    """The config schema for the settings form: kind, default and limits of every field."""
+    out = {}
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            out[key] = schema_of(spec)
+            continue
+        field = {"kind": spec[0], "default": spec[1]}
+        if spec[0] == "choice":
+            field["choices"] = list(spec[2])
+        elif spec[0] in ("int", "float"):
+            field["min"], field["max"] = spec[2], spec[3]
+        else:
+            field["max_length"] = spec[2] if len(spec) > 2 else None
+        out[key] = field
+    return out
 
 
 def metrics_text(status):
