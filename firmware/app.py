@@ -268,7 +268,7 @@ class App:
         for key, value in (
             ("grid_w", grid),
             ("charger_w", charger_w),
-            ("setpoint_a", self.controller.decision.setpoint_a),
+            ("setpoint_a", self.control_status()["setpoint_a"]),
         ):
             series = self.trend[key]
             series.append(value)

@@ -29,7 +29,7 @@ def make_app(app):
         if password is None or not auth.verify(password, stored):
             failures["auth"] += 1
             await asyncio.sleep(WRONG_PASSWORD_DELAY_S)
-            headers = {"WWW-Authenticate": 'Basic realm="ip22-adapter"'}
+            headers = {"WWW-Authenticate": 'Bearer realm="ip22-adapter"'}  # no browser dialog
             return {"error": "wrong or missing admin password"}, 401, headers
         return None
 

@@ -182,3 +182,28 @@ def test_no_password_set_refuses_changes(tmp_path: Path) -> None:
     with Background(make_world()) as sim, Firmware(tmp_path, sim.endpoints["charger"], {}) as fw:
         status, body = call(fw, "POST", "/api/mode", {"mode": "off"}, password="anything")
         assert status == 403 and "no admin password" in body["error"]
+
+
+def test_a_stuck_client_blocks_nobody(running: Any) -> None:
+    sim, fw = running
+    before = call(fw, "GET", "/api/status")[1]["counters"]["frames_ok"]
+    stuck = [socket.create_connection(("127.0.0.1", fw.port), timeout=5) for _ in range(3)]
+    try:
+        for s in stuck:
+            s.sendall(b"POST /api/mode HTTP/1.0\r\nContent-Length: 100\r\n\r\n{")  # and then nothing
+        time.sleep(3)
+        status, body = call(fw, "GET", "/api/status")
+        assert status == 200 and body["charger"]["connected"]
+        assert body["counters"]["frames_ok"] > before + 20  # the link kept reading
+    finally:
+        for s in stuck:
+            s.close()
+
+
+def test_an_overlong_header_is_refused(running: Any) -> None:
+    sim, fw = running
+    with socket.create_connection(("127.0.0.1", fw.port), timeout=5) as s:
+        s.sendall(b"GET /api/status HTTP/1.0\r\nX-Junk: " + b"a" * 3000 + b"\r\n\r\n")
+        reply = s.recv(200)
+    assert reply == b"" or reply.startswith(b"HTTP/1.0 4"), reply
+    assert call(fw, "GET", "/api/status")[0] == 200

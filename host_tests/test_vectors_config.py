@@ -184,4 +184,6 @@ def test_admin_password_hash_and_headers():
     assert auth.password_from_header("Bearer s3cret") == "s3cret"
     assert auth.password_from_header("Basic YWRtaW46czNjcmV0") == "s3cret"  # admin:s3cret
     assert auth.password_from_header("Basic !!!") is None
-    assert auth.password_from_header("Digest x") is None and auth.password_from_header(None) is None
+    assert (
+        auth.password_from_header("Digest x") is None and auth.password_from_header(None) is None
+    )

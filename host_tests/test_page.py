@@ -1,0 +1,166 @@
+"""The status page in headless Chromium (Debian's, driven by Playwright) against the firmware on
+the Unix port with the simulated world. Leaves a screenshot in build/artifacts/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.request
+from typing import Any, Iterator
+
+import pytest
+from conftest import IN_CI, ROOT
+from fwrun import Background, Firmware, make_world
+
+PASSWORD = "page-test"
+ARTIFACTS = ROOT / "build" / "artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        if IN_CI:
+            pytest.fail("Debian's chromium is not installed (./dev test installs it)")
+        pytest.skip("chromium is not installed")
+    return path
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Background, Firmware]]:
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    workdir = tmp_path_factory.mktemp("page")
+    world = make_world()
+    world.profile = lambda t: (900.0, 300.0)
+    with Background(world) as sim:
+        host, port = sim.endpoints["venus"].rsplit(":", 1)
+        config = {"control": {"mode": "auto"}, "venus": {"host": host, "port": int(port)}}
+        fw = Firmware(
+            workdir, sim.endpoints["charger"], config, extra=("--admin-password", PASSWORD)
+        )
+        with fw, sync_playwright() as pw:
+            fw.wait_for(lambda s: s["charger"]["min_a"] is not None, what="the probe")
+            browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            tab = browser.new_page(viewport={"width": 1100, "height": 1000})
+            tab.goto("http://127.0.0.1:%d/" % fw.port)
+            yield tab, sim, fw
+            browser.close()
+
+
+def test_the_page_is_small_and_self_contained() -> None:
+    html = (ROOT / "firmware" / "static" / "index.html").read_text()
+    assert len(html.encode()) < 30 * 1024
+    assert "http://" not in html and "https://" not in html  # no CDN, no fonts from the net
+
+
+def test_it_renders_the_simulators_values(page: Any) -> None:
+    tab, sim, fw = page
+    tab.wait_for_function("document.getElementById('model').textContent.includes('24/12')")
+    tab.wait_for_function("document.getElementById('grid').textContent !== '-'")
+    truth = sim.call(lambda: sim.world.charger.status(sim.now()))
+    shown = float(tab.inner_text("#voltage"))
+    assert abs(shown - truth["voltage_v"]) < 0.1
+    assert tab.inner_text("#range") == "3.0 .. 12.0 A"
+    assert tab.inner_text("#link").startswith("up")
+    assert tab.inner_text("#mode") == "auto"
+    assert tab.inner_text("#reason") not in ("", "-")
+
+
+def history(fw: Firmware) -> dict[str, Any]:
+    with urllib.request.urlopen("http://127.0.0.1:%d/api/history" % fw.port, timeout=5) as r:
+        return json.load(r)
+
+
+def test_the_chart_draws(page: Any) -> None:
+    tab, sim, fw = page
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        grid = [v for v in history(fw)["grid_w"][-2:] if v is not None]
+        if len(grid) == 2:
+            break
+        time.sleep(1)  # one point per 10 s
+    tab.evaluate("chart()")
+    time.sleep(0.5)
+    colours = tab.evaluate(
+        """() => {
+        const c = document.getElementById('chart');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        const seen = {grid: 0, charger: 0};
+        for (let i = 0; i < d.length; i += 4) {
+            if (d[i] === 46 && d[i + 1] === 144 && d[i + 2] === 250) seen.grid++;
+            if (d[i] === 18 && d[i + 1] === 128 && d[i + 2] === 92) seen.charger++;
+        }
+        return seen;
+    }"""
+    )
+    assert colours["grid"] > 100 and colours["charger"] > 100, colours  # the lines, drawn
+
+
+def test_wrong_password_is_refused(page: Any) -> None:
+    tab, sim, fw = page
+    tab.evaluate("sessionStorage.setItem('pw', 'wrong')")
+    tab.click("[data-mode=manual]")
+    tab.wait_for_function("document.getElementById('msg').textContent.includes('password')")
+    assert "bad" in tab.get_attribute("#msg", "class")
+
+
+def test_a_bad_value_shows_its_error(page: Any) -> None:
+    tab, sim, fw = page
+    tab.evaluate(f"sessionStorage.setItem('pw', '{PASSWORD}')")
+    tab.fill("#manual", "500")
+    tab.click("#setmanual")
+    tab.wait_for_function("document.getElementById('msg').textContent.includes('100')")
+    assert "control.manual_current_a: must be 0.0..100.0" in tab.inner_text("#msg")
+
+
+def test_manual_from_the_page_changes_the_chargers_limit(page: Any) -> None:
+    tab, sim, fw = page
+    tab.evaluate(f"sessionStorage.setItem('pw', '{PASSWORD}')")
+    tab.fill("#manual", "5")
+    tab.click("#setmanual")
+    tab.wait_for_function("document.getElementById('mode').textContent === 'manual'")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if sim.call(lambda: sim.world.charger.effective_limit_raw(sim.now())) == 50:
+            break
+        time.sleep(0.3)
+    assert sim.call(lambda: sim.world.charger.effective_limit_raw(sim.now())) == 50
+    tab.wait_for_function("document.getElementById('limit').textContent.startsWith('5.0 A')")
+
+
+def test_settings_form_validates_on_the_board(page: Any) -> None:
+    tab, sim, fw = page
+    tab.evaluate(f"sessionStorage.setItem('pw', '{PASSWORD}')")
+    tab.click("#settings summary")
+    tab.wait_for_selector("[name='charger.stored_daily_max']")
+    tab.fill("[name='charger.stored_daily_max']", "5000")
+    tab.click("#save")
+    box = "[data-for='charger.stored_daily_max']"
+    tab.wait_for_function(f"document.querySelector(\"{box}\").textContent.includes('0..1000')")
+    tab.fill("[name='charger.stored_daily_max']", "40")
+    tab.click("#save")
+    tab.wait_for_function(
+        "document.getElementById('formmsg').textContent.startsWith('done') || "
+        "document.getElementById('formmsg').textContent.startsWith('saved')"
+    )
+    assert '"stored_daily_max": 40' in fw.config_path.read_text()
+
+
+def test_screenshot(page: Any) -> None:
+    tab, sim, fw = page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / "status-page.png"
+    tab.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
