@@ -207,3 +207,14 @@ def test_an_overlong_header_is_refused(running: Any) -> None:
         reply = s.recv(200)
     assert reply == b"" or reply.startswith(b"HTTP/1.0 4"), reply
     assert call(fw, "GET", "/api/status")[0] == 200
+
+
+def test_reboot_needs_the_password_and_restarts(tmp_path: Path) -> None:
+    with Background(make_world()) as sim:
+        fw = Firmware(tmp_path, sim.endpoints["charger"], {}, extra=("--admin-password", PASSWORD))
+        with fw:
+            status, body = call(fw, "POST", "/api/reboot", {}, password=PASSWORD)
+            assert status == 200 and body == {"rebooting": True}
+            assert fw.proc is not None
+            fw.proc.wait(5)  # on the Unix port a reboot ends the process (a supervisor restarts it)
+            assert "reboot requested" in fw.read_log()
