@@ -391,7 +391,11 @@ class Link:
             self.desired_current = amps  # applied once the charger is probed
             self.last_skip = "charger not probed yet"
             return False
-        amps = self.clamp(amps)
+        clamped = self.clamp(amps)
+        if clamped is None:
+            self.last_skip = "the charger's current range is not known: nothing sent"
+            return False
+        amps = clamped
         self.desired_current = amps
         if self.state.volatile:
             ok = await self._set_volatile(amps)
