@@ -188,8 +188,7 @@ class Link:
         pid = block.number("PID")
         if pid is not None and pid != s.pid:
             s.pid = pid
-            known = ip22.product(pid)
-            s.model = known[0] if known else "PID 0x%04X" % pid
+            s.model = ip22.model_name(pid)
         if s.firmware is None:
             s.firmware = block.get("FWE")
         if s.serial is None:
@@ -313,7 +312,7 @@ class Link:
         if flags:
             self.log(
                 "charger refused 0x%04X = %s: %s"
-                % (reg, _hex(raw), ", ".join(vedirect.flag_names(flags)))
+                % (reg, vedirect.hexstr(raw), ", ".join(vedirect.flag_names(flags)))
             )
         return False
 
@@ -330,12 +329,9 @@ class Link:
         reply = await self.request(vedirect.frame_product_id(), vedirect.DONE)
         if reply is not None and len(reply[3]) >= 2:
             s.pid = reply[3][0] | reply[3][1] << 8
-        known = ip22.product(s.pid) if s.pid is not None else None
-        if known:
-            s.model = known[0]
-        s.rated_a = await self._get_scaled(ip22.MAX_CURRENT)
-        if s.rated_a is None and known:
-            s.rated_a = float(known[2])
+        if s.pid is not None:
+            s.model = ip22.model_name(s.pid)
+        s.rated_a = ip22.rated_current(s.pid, await self._get_scaled(ip22.MAX_CURRENT))
         reported_min = await self._get_scaled(ip22.MIN_CURRENT)
         s.outputs = await self._get_scaled(ip22.OUTPUTS)
         s.stored_limit_a = await self._get_scaled(ip22.CHARGE_CURRENT_LIMIT)
@@ -581,10 +577,6 @@ class Link:
             "read_only": self.read_only,
             "counters": counters,
         }
-
-
-def _hex(data):
-    return "".join("%02X" % b for b in data)
 
 
 def _yes(flag):

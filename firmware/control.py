@@ -49,13 +49,6 @@ class Decision:
         self.reason = reason
         self.safe = safe
 
-    def __eq__(self, other):
-        return (self.setpoint_a, self.charging, self.safe) == (
-            other.setpoint_a,
-            other.charging,
-            other.safe,
-        )
-
 
 def floor_tenth(amps):
     return int(amps * 10 + 1e-6) / 10

@@ -210,6 +210,19 @@ def product(pid):
     return PRODUCTS.get(pid)
 
 
+def model_name(pid):
+    known = PRODUCTS.get(pid)
+    return known[0] if known else "PID 0x%04X" % pid
+
+
+def rated_current(pid, reported_a=None):
+    """The charger's own 0xEDDF when it reports it, else the PID table's rating, else None."""
+    if reported_a is not None:
+        return reported_a
+    known = PRODUCTS.get(pid) if pid is not None else None
+    return float(known[2]) if known else None
+
+
 def min_current(rated_a, reported_a=None):
     """Lowest current limit the charger accepts: its own 0xEDC8 when it reports a positive
     value, else 25 % of rated. No source shows an IP22 accepting 0 A, so 0 counts as unknown."""

@@ -247,11 +247,12 @@ class HexFrame:
 
     def text(self):
         """The frame as sent, without the newline: ":A0920000022"."""
-        return ":%X%s" % (self.code, _hex(self.buf, self.nbytes))
+        return ":%X%s" % (self.code, hexstr(self.buf, self.nbytes))
 
 
-def _hex(data, n):
-    return "".join("%02X" % data[i] for i in range(n))
+def hexstr(data, n=None):
+    """The first n bytes of data as uppercase hex digits."""
+    return "".join("%02X" % data[i] for i in range(len(data) if n is None else n))
 
 
 class Parser:
@@ -628,7 +629,7 @@ def pack(vtype, value):
 def frame(code, payload=b""):
     """A complete HEX frame, ":" + command nibble + payload + check byte + "\\n", uppercase."""
     check = (0x55 - code - sum(payload)) & 0xFF
-    return (":%X%s%02X\n" % (code, _hex(payload, len(payload)), check)).encode()
+    return (":%X%s%02X\n" % (code, hexstr(payload), check)).encode()
 
 
 def frame_ping():

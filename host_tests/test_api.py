@@ -190,7 +190,9 @@ def test_a_stuck_client_blocks_nobody(running: Any) -> None:
     stuck = [socket.create_connection(("127.0.0.1", fw.port), timeout=5) for _ in range(3)]
     try:
         for s in stuck:
-            s.sendall(b"POST /api/mode HTTP/1.0\r\nContent-Length: 100\r\n\r\n{")  # and then nothing
+            s.sendall(
+                b"POST /api/mode HTTP/1.0\r\nContent-Length: 100\r\n\r\n{"
+            )  # and then nothing
         time.sleep(3)
         status, body = call(fw, "GET", "/api/status")
         assert status == 200 and body["charger"]["connected"]
@@ -216,5 +218,7 @@ def test_reboot_needs_the_password_and_restarts(tmp_path: Path) -> None:
             status, body = call(fw, "POST", "/api/reboot", {}, password=PASSWORD)
             assert status == 200 and body == {"rebooting": True}
             assert fw.proc is not None
-            fw.proc.wait(5)  # on the Unix port a reboot ends the process (a supervisor restarts it)
+            fw.proc.wait(
+                5
+            )  # on the Unix port a reboot ends the process (a supervisor restarts it)
             assert "reboot requested" in fw.read_log()

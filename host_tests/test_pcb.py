@@ -91,8 +91,12 @@ def test_design_facts_from_the_notes(clean):
     assert pins[("U2", "1")] == "+3V3_CHG" and pins[("U2", "8")] == "+3V3"
     assert pins[("U3", "26")] == "USB_DM" and pins[("U3", "27")] == "USB_DP"
     values = {p.ref: p.value for p in clean.parts}
-    assert (values["R6"], values["R7"], values["R9"], values["R10"]) == ("1k", "100R", "100R",
-                                                                         "100R")
+    assert (values["R6"], values["R7"], values["R9"], values["R10"]) == (
+        "1k",
+        "100R",
+        "100R",
+        "100R",
+    )
     assert values["U1"] == "LMR36510ADDAR" and values["D1"] == "SMBJ36A"
     assert values["D2"] == values["D3"] == "SS16"
     # every part sits in exactly one block of the diagram

@@ -106,3 +106,11 @@ def test_code_names():
     assert ip22.error_name(200) == "error 200"
     assert ip22.off_reason_names(0) == []
     assert ip22.off_reason_names(0x0005) == ["no input power", "soft switch"]
+
+
+def test_rating_and_model_name():
+    assert ip22.rated_current(0xA334) == 12.0
+    assert ip22.rated_current(0xA334, 11.5) == 11.5  # the charger's own 0xEDDF wins
+    assert ip22.rated_current(0xA389) is None and ip22.rated_current(None) is None
+    assert ip22.model_name(0xA332) == "Blue Smart IP22 24/8 (1)"
+    assert ip22.model_name(0xA389) == "PID 0xA389"

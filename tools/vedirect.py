@@ -269,11 +269,8 @@ def cmd_get(charger: Charger, args: argparse.Namespace, out: IO[str]) -> int:
 def current_range(charger: Charger) -> tuple[float, float, str]:
     """(minimum, maximum, model) from the charger's own registers, the PID table as fallback."""
     pid = charger.product_id()
-    known = ip22.product(pid)
-    model = known[0] if known else "PID 0x%04X" % pid
-    rated = charger.get(ip22.MAX_CURRENT).get("value")
-    if rated is None and known:
-        rated = float(known[2])
+    model = ip22.model_name(pid)
+    rated = ip22.rated_current(pid, charger.get(ip22.MAX_CURRENT).get("value"))
     if rated is None:
         raise CliError(
             "%s: the charger does not report its maximum current (0xEDDF) and the PID is not "

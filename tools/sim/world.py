@@ -198,48 +198,75 @@ def parse_exception_code(text: Any) -> int:
     return value
 
 
-FAULTS = {
-    "charger.corrupt": "share of bytes altered on the wire (0..1)",
-    "charger.drop": "share of bytes lost on the wire (0..1)",
-    "charger.silence": "seconds of silence on the line, from now",
-    "charger.no_replies": "true: HEX requests get no answer",
-    "charger.reply_delay": "seconds before each HEX answer",
-    "charger.text_pause": "seconds without text blocks after each HEX request (older firmware)",
-    "charger.reboot": "true: power-cycle the charger now",
-    "venus.down": "true: the Modbus TCP service is off (connection refused)",
-    "venus.exception": "every read answers this Modbus exception code; 0 = none",
-    "venus.frozen": "true: Venus's values stop updating",
-    "venus.meter_dropout": "true: the grid meter is gone (820-822 read 0, unit 30 missing)",
+# name: (help, where it lives, attribute, parser); "charger.silence" and "charger.reboot" act
+# relative to now and are handled in apply_fault
+FAULT_TABLE: dict[str, tuple[str, str, str, Callable[[Any], Any]]] = {
+    "charger.corrupt": (
+        "share of bytes altered on the wire (0..1)",
+        "charger",
+        "corrupt",
+        parse_share,
+    ),
+    "charger.drop": ("share of bytes lost on the wire (0..1)", "charger", "drop", parse_share),
+    "charger.silence": (
+        "seconds of silence on the line, from now",
+        "charger",
+        "silent_until",
+        parse_seconds,
+    ),
+    "charger.no_replies": (
+        "true: HEX requests get no answer",
+        "charger",
+        "no_replies",
+        parse_bool,
+    ),
+    "charger.reply_delay": (
+        "seconds before each HEX answer",
+        "charger",
+        "reply_delay_s",
+        parse_seconds,
+    ),
+    "charger.text_pause": (
+        "seconds without text blocks after each HEX request (older firmware)",
+        "charger",
+        "text_pause_s",
+        parse_seconds,
+    ),
+    "charger.reboot": ("true: power-cycle the charger now", "charger", "", parse_bool),
+    "venus.down": (
+        "true: the Modbus TCP service is off (connection refused)",
+        "venus",
+        "down",
+        parse_bool,
+    ),
+    "venus.exception": (
+        "every read answers this Modbus exception code; 0 = none",
+        "venus",
+        "exception",
+        parse_exception_code,
+    ),
+    "venus.frozen": ("true: Venus's values stop updating", "venus", "frozen", parse_bool),
+    "venus.meter_dropout": (
+        "true: the grid meter is gone (820-822 read 0, unit 30 missing)",
+        "venus",
+        "meter_dropout",
+        parse_bool,
+    ),
 }
+FAULTS = {name: entry[0] for name, entry in FAULT_TABLE.items()}
 
 
 def apply_fault(world: World, name: str, value: Any) -> None:
     """Set one fault by name; ValueError with a clear message for anything else."""
-    cf = world.charger.faults
-    vf = world.venus.faults
-    now = world.now
-    if name == "charger.corrupt":
-        cf.corrupt = parse_share(value)
-    elif name == "charger.drop":
-        cf.drop = parse_share(value)
-    elif name == "charger.silence":
-        cf.silent_until = now + parse_seconds(value)
-    elif name == "charger.no_replies":
-        cf.no_replies = parse_bool(value)
-    elif name == "charger.reply_delay":
-        cf.reply_delay_s = parse_seconds(value)
-    elif name == "charger.text_pause":
-        cf.text_pause_s = parse_seconds(value)
-    elif name == "charger.reboot":
-        if parse_bool(value):
-            world.charger.reboot(now)
-    elif name == "venus.down":
-        vf.down = parse_bool(value)
-    elif name == "venus.exception":
-        vf.exception = parse_exception_code(value)
-    elif name == "venus.frozen":
-        vf.frozen = parse_bool(value)
-    elif name == "venus.meter_dropout":
-        vf.meter_dropout = parse_bool(value)
-    else:
+    if name not in FAULT_TABLE:
         raise ValueError("unknown fault %r; known: %s" % (name, ", ".join(FAULTS)))
+    _, where, attribute, parse = FAULT_TABLE[name]
+    parsed = parse(value)
+    if name == "charger.reboot":
+        if parsed:
+            world.charger.reboot(world.now)
+        return
+    if name == "charger.silence":
+        parsed = world.now + parsed
+    target = world.charger.faults if where == "charger" else world.venus.faults
+    setattr(target, attribute, parsed)
