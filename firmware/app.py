@@ -183,7 +183,7 @@ class App:
                 self.failed_set = None
                 return
             self.failed_set = (sp, ticks_ms())
-            if "daily limit" in (self.link.last_skip or "") and before and sp < before:
+            if self.link.budget.full(ticks_ms()) and before and sp < before:
                 await self.switch(False)  # it must go down and cannot: off instead
 
     async def switch(self, on):

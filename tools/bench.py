@@ -319,7 +319,7 @@ class Ours:
                     self.budget.record(int(now * 1000))
                     self.setpoint = d.setpoint_a
                     p.write_stored(now, d.setpoint_a)
-                elif "daily limit" in why and d.setpoint_a < (self.setpoint or MAX_A):
+                elif self.budget.full(int(now * 1000)) and d.setpoint_a < (self.setpoint or MAX_A):
                     self.on = False  # a decrease the budget refuses: off instead, as the app does
                     p.switch_mains(now, False)
         if p.variant == VOLATILE and self.setpoint is not None and now - self.refreshed >= 20:
