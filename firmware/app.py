@@ -54,14 +54,25 @@ class App:
             board_.open_uart, config["charger"], self.log, persisted.get("stored_writes", 0)
         )
         self.link.read_only = config.safe_mode
-        self._persisted_writes = self.link.stored_writes
+        self.energy = {
+            "charged_wh": float(persisted.get("charged_wh", 0)),  # into the battery (DC)
+            "grid_wh": float(persisted.get("grid_wh", 0)),  # of the charger's draw: imported
+        }
+        self._energy_ms = None
+        self._serial_hint = persisted.get("serial")
+        self._persisted = self._persistent()
         self._persisted_ms = ticks_ms()
         settings = dict(config["control"])
         if config.safe_mode:
             settings["mode"] = "off"
             self.log("config invalid, safe mode: " + "; ".join(config.errors))
         self.controller = control.Controller(settings)
-        self.poller = venus.Poller(config["venus"], self.log) if config["venus"]["host"] else None
+        self.poller = self._grid_source(config)
+        self.mqtt = None
+        if config["mqtt"]["host"] and not config.safe_mode:
+            import mqtt
+
+            self.mqtt = mqtt.Mqtt(self, config["mqtt"], self._serial_hint)
         self.plug = plug.Plug(config["plug"])
         self.powered_off = False  # we cut the charger's mains with the plug
         self.applied = {"setpoint_a": None, "charging": None}
@@ -88,22 +99,62 @@ class App:
         except (OSError, ValueError):
             return {}
 
+    def _grid_source(self, config):
+        v = config["venus"]
+        if not v["host"]:
+            return None
+        if v["protocol"] == "mqtt":
+            import venusmqtt
+
+            return venusmqtt.MqttGrid(v, self.log, "ip22-%s-venus" % self.board.unique_id())
+        return venus.Poller(v, self.log)
+
+    def _persistent(self):
+        return {
+            "stored_writes": self.link.stored_writes,
+            "charged_wh": round(self.energy["charged_wh"], 1),
+            "grid_wh": round(self.energy["grid_wh"], 1),
+            "serial": self.link.state.serial or self._serial_hint,
+        }
+
     def persist(self, force=False):
-        """Write the stored-write counter: when it changed, at most hourly (or at shutdown)."""
-        writes = self.link.stored_writes
-        if writes == self._persisted_writes:
+        """Write the counters (stored writes, energy) and the serial: when they changed, at
+        most hourly (or at shutdown), so flash is not worn by bookkeeping."""
+        data = self._persistent()
+        if data == self._persisted:
             return
         if not force and ticks_diff(ticks_ms(), self._persisted_ms) < PERSIST_EVERY_MS:
             return
         tmp = self.state_path + ".tmp"
         try:
             with open(tmp, "w") as f:
-                f.write(json.dumps({"stored_writes": writes}))
+                f.write(json.dumps(data))
             os.rename(tmp, self.state_path)
-            self._persisted_writes = writes
+            self._persisted = data
             self._persisted_ms = ticks_ms()
         except OSError as err:
             self.log("could not save %s: %s" % (self.state_path, err))
+
+    def count_energy(self, now):
+        """Integrate the charger's output, and the part of its draw the grid supplied (only
+        while the grid value is fresh: an unknown grid adds nothing)."""
+        last, self._energy_ms = self._energy_ms, now
+        s = self.link.state
+        if last is None or self.powered_off or not self.link.connected():
+            return
+        if s.voltage_v is None or not s.current_a or s.current_a < 0:
+            return
+        hours = ticks_diff(now, last) / 3600000
+        if hours <= 0 or hours > 0.01:  # a stall of more than 36 s: do not guess
+            return
+        out_w = s.voltage_v * s.current_a
+        self.energy["charged_wh"] += out_w * hours
+        r = self.poller.reading if self.poller else None
+        if r is not None and r.power_w is not None and r.power_w > 0:
+            age = r.age_s(now)
+            if age is not None and age <= self.controller.s["stale_s"]:
+                draw_w = out_w / self.controller.s["efficiency"]
+                self.energy["grid_wh"] += min(draw_w, r.power_w) * hours
 
     # -- tasks -------------------------------------------------------------------------------
 
@@ -162,6 +213,7 @@ class App:
                     None, False, "safe: controller error %s: %s" % (type(err).__name__, err), True
                 )
             await self.apply(decision)
+            self.count_energy(ticks_ms())
             await asyncio.sleep(CONTROL_PERIOD_S)
 
     async def apply(self, d):
@@ -203,6 +255,11 @@ class App:
         if self.poller is None:
             return
         await self.poller.run(lambda: self.beat("venus"))
+
+    async def mqtt_task(self):
+        if self.mqtt is None:
+            return
+        await self.mqtt.run(lambda: self.beat("mqtt"))
 
     async def housekeeping_task(self):
         while True:
@@ -248,6 +305,7 @@ class App:
             asyncio.create_task(self.supervise("link", self.link_task)),
             asyncio.create_task(self.supervise("control", self.control_task)),
             asyncio.create_task(self.supervise("venus", self.venus_task)),
+            asyncio.create_task(self.supervise("mqtt", self.mqtt_task)),
             asyncio.create_task(self.supervise("housekeeping", self.housekeeping_task)),
             asyncio.create_task(self.supervise("web", self.web_task)),
             asyncio.create_task(self.board.wifi_task(self.config, self.log)),
@@ -317,9 +375,9 @@ class App:
                 b.deadband = c["stored_deadband_a"]
                 b.min_interval_ms = c["stored_min_interval_s"] * 1000
                 b.daily_max = c["stored_daily_max"]
-            elif section == "venus" and self.poller is not None and clean["venus"]["host"]:
+            elif section == "venus" and self._venus_live(clean["venus"]):
                 self.poller.s.update(clean["venus"])
-                self.poller._close()  # reconnect with the new settings
+                self.poller.reconnect()  # with the new settings
             elif section == "plug":
                 self.plug = plug.Plug(clean["plug"])
             elif section != "admin":
@@ -329,6 +387,30 @@ class App:
         self.config.values = clean
         self.log("config saved%s" % (": restart for " + ", ".join(restart) if restart else ""))
         return [], restart
+
+    def _venus_live(self, new):
+        """Can the grid source take these settings without a restart?"""
+        old = self.config.values["venus"]
+        return (
+            self.poller is not None
+            and new["host"]
+            and new["protocol"] == old["protocol"]
+            and (new["protocol"] == "modbus" or new["portal_id"] == old["portal_id"])
+        )
+
+    def version(self):
+        return VERSION
+
+    def url(self):
+        """The status page's address, for Home Assistant's "visit device" link."""
+        ip = self.board.wifi_status().get("ip") or (
+            self.http_host if self.http_host not in ("0.0.0.0", "") else None
+        )
+        if not ip:
+            return None
+        return (
+            "http://%s/" % ip if self.http_port == 80 else "http://%s:%d/" % (ip, self.http_port)
+        )
 
     async def reboot(self):
         self.log("reboot requested")
@@ -372,6 +454,11 @@ class App:
             },
             "control": self.control_status(),
             "plug": self.plug.status() if self.plug.configured else None,
+            "mqtt": self.mqtt.status() if self.mqtt else None,
+            "energy": {
+                "charged_kwh": round(self.energy["charged_wh"] / 1000, 3),
+                "grid_kwh": round(self.energy["grid_wh"] / 1000, 3),
+            },
             "counters": {
                 "frames_ok": counters["text_ok"] + counters["hex_ok"],
                 "frames_bad": counters["text_bad"] + counters["hex_bad"],

@@ -99,6 +99,9 @@ class HostBoard:
     def wifi_status(self):
         return {"connected": True, "ssid": None, "ip": None, "note": "host network, no WiFi"}
 
+    def unique_id(self):
+        return "host"
+
     async def wifi_task(self, config, log):
         return
 
@@ -192,6 +195,9 @@ class Esp32Board:
 
     def watchdog(self, timeout_ms):
         return machine.WDT(timeout=timeout_ms)
+
+    def unique_id(self):
+        return "".join("%02x" % b for b in machine.unique_id())
 
     def reset(self):
         machine.reset()

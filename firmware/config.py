@@ -67,6 +67,7 @@ SCHEMA = {
     },
     "venus": {
         "host": ("str", "", 64),  # the GX's IP address; empty: no grid data
+        "protocol": ("choice", "modbus", ("modbus", "mqtt")),  # Modbus TCP or the GX's broker
         "port": ("int", 502, 1, 65535),
         "unit": ("int", 100, 0, 255),  # com.victronenergy.system
         "function": ("choice", 4, (3, 4)),  # holding or input registers: Venus answers both
@@ -75,6 +76,23 @@ SCHEMA = {
         "interval_s": ("float", 1.0, 0.5, 60.0),
         "timeout_s": ("float", 2.0, 0.5, 30.0),
         "frozen_s": ("int", 60, 0, 3600),  # a value unchanged this long is stale; 0: off
+        "mqtt_port": ("int", 1883, 1, 65535),  # protocol mqtt: the GX's broker
+        "portal_id": ("str", "", 32),  # protocol mqtt: the GX's VRM id; empty: discovered
+        "mqtt_password": ("secret", "", 64),  # protocol mqtt: the GX's security profile
+    },
+    "mqtt": {  # our state, commands and Home Assistant discovery on your broker
+        "host": ("str", "", 64),  # the broker; empty: no MQTT
+        "port": ("int", 1883, 1, 65535),
+        "user": ("str", "", 64),
+        "password": ("secret", "", 64),
+        "ca_file": ("str", "", 64),  # a CA certificate on the board: TLS to the broker
+        "client_id": ("str", "", 32),  # empty: the node id (ip22_<serial>)
+        "base_topic": ("str", "", 64),  # empty: ip22/<charger serial>
+        "update_s": ("float", 5.0, 1.0, 3600.0),  # changes are published this often
+        "full_s": ("int", 300, 10, 86400),  # and everything, changed or not, this often
+        "discovery": ("bool", True),  # Home Assistant discovery; off removes the entities
+        "discovery_prefix": ("str", "homeassistant", 64),
+        "commands": ("bool", True),  # mode, manual current and restart on <base>/set/...
     },
 }
 

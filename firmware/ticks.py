@@ -1,7 +1,7 @@
 """Millisecond ticks on MicroPython (wrapping, compare with ticks_diff) and on CPython."""
 
 try:
-    from time import ticks_diff, ticks_ms, ticks_us
+    from time import ticks_add, ticks_diff, ticks_ms, ticks_us
 except ImportError:  # CPython: a Venus OS service, the tests, the bench
     import time
 
@@ -13,3 +13,6 @@ except ImportError:  # CPython: a Venus OS service, the tests, the bench
 
     def ticks_diff(a, b):
         return a - b
+
+    def ticks_add(a, b):
+        return a + b

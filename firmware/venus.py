@@ -149,6 +149,9 @@ class Poller:
                 pass
         self._reader = self._writer = None
 
+    def reconnect(self):
+        self._close()
+
     async def read(self, unit, address, count):
         """One request and its reply, strictly checked."""
         self.tid = (self.tid + 1) & 0xFFFF

@@ -29,8 +29,29 @@ def compile_mpy(source: Path, target: Path) -> None:
     subprocess.run([mpy_cross(), "-O2", "-o", str(target), str(source)], check=True)
 
 
-def stage_libs(lib: Path, compiled: bool = False) -> Path:
-    """lib/microdot/{__init__,microdot}.py (or .mpy): the layout the board's /lib has."""
+# umqtt.simple is frozen into the official ESP32 images (the board needs no copy); the Unix
+# port gets PyPI's sdist, pinned. Its API differs a little from the frozen 1.8.0: mqttlink.py
+# works with both.
+UMQTT = ("micropython-umqtt.simple", "1.3.4", "umqtt/simple.py")
+UMQTT_SHA256 = "b6a2520239e3992c63a7de9370ee9b3d9d27819a90359c521f1c0f7ccab8d12f"
+CACHE = ROOT / "build" / "cache"
+
+
+def umqtt_source() -> Path:
+    """umqtt/simple.py, downloaded once into build/cache."""
+    target = CACHE / ("umqtt-simple-%s.py" % UMQTT[1])
+    if not target.exists():
+        from tools.fetch_sdist import fetch
+
+        part = target.with_suffix(".part")
+        fetch(*UMQTT, part, sha256=UMQTT_SHA256)
+        part.rename(target)
+    return target
+
+
+def stage_libs(lib: Path, compiled: bool = False, umqtt: bool = True) -> Path:
+    """lib/microdot/{__init__,microdot}.py (or .mpy): the layout the board's /lib has; with
+    `umqtt`, lib/umqtt/simple.py too (what the Unix port lacks and the ESP32 has frozen)."""
     target = lib / "microdot"
     if target.exists():
         shutil.rmtree(target)
@@ -40,6 +61,14 @@ def stage_libs(lib: Path, compiled: bool = False) -> Path:
             compile_mpy(source, target / (source.stem + ".mpy"))
         else:
             shutil.copy(source, target / source.name)
+    if umqtt:
+        package = lib / "umqtt"
+        package.mkdir(exist_ok=True)
+        (package / "__init__.py").write_text("")
+        if compiled:
+            compile_mpy(umqtt_source(), package / "simple.mpy")
+        else:
+            shutil.copy(umqtt_source(), package / "simple.py")
     return lib
 
 

@@ -16,6 +16,7 @@ from tools.sim.charger import ChargerOptions, VirtualIP22
 from tools.sim.physics import OCV_CURVES, Battery
 from tools.sim.serve import Clock, Installation
 from tools.sim.venus import VenusRegisters
+from tools.sim.venus_mqtt import VenusMqtt
 from tools.sim.world import FAULTS, SCENARIOS, World, apply_fault, load_profile
 
 
@@ -37,6 +38,16 @@ def fault_arg(text: str) -> tuple[str, str]:
             "expected NAME=VALUE with NAME one of: %s" % ", ".join(FAULTS)
         )
     return name, value
+
+
+def broker_arg(text: str) -> tuple[str, int, str | None, str | None]:
+    """[USER:PASS@]HOST:PORT"""
+    login, _, address = text.rpartition("@")
+    user, _, password = login.partition(":")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError("expected [USER:PASS@]HOST:PORT, got %r" % text)
+    return host, int(port), user or None, password if login else None
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -84,6 +95,12 @@ def make_parser() -> argparse.ArgumentParser:
     ap.add_argument("--plug-port", type=int, default=0, help="the smart plug's HTTP port (0: any)")
     ap.add_argument("--pty", action="store_true", help="also serve the UART on a pty")
     ap.add_argument(
+        "--venus-mqtt",
+        type=broker_arg,
+        metavar="[USER:PASS@]HOST:PORT",
+        help="also publish the grid power as Venus's MQTT does (dbus-flashmq) via this broker",
+    )
+    ap.add_argument(
         "--fault",
         type=fault_arg,
         action="append",
@@ -126,6 +143,20 @@ async def main(args: argparse.Namespace) -> int:
     endpoints = await installation.start(
         args.charger_port, args.venus_port, args.control_port, args.pty, args.plug_port
     )
+    mqtt_sim: VenusMqtt | None = None
+    if args.venus_mqtt:
+        mqtt_host, mqtt_port, user, password = args.venus_mqtt
+        venus = world.venus  # its last reading: what the GX has, frozen and dropout included
+        mqtt_sim = VenusMqtt(
+            mqtt_host,
+            mqtt_port,
+            lambda: None if venus.faults.meter_dropout else venus.last.grid_w,
+            portal_id=venus.serial,  # the same id as Modbus register 800
+            username=user,
+            password=password,
+        )
+        mqtt_sim.start()
+        endpoints["venus_mqtt"] = "mqtt://%s:%d N/%s/" % (mqtt_host, mqtt_port, venus.serial)
     print(json.dumps(endpoints), flush=True)
     port = endpoints.get("pty") or endpoints["charger"]
     print("# watch the charger: .venv/bin/python tools/vedirect.py --port %s monitor" % port)
@@ -140,6 +171,8 @@ async def main(args: argparse.Namespace) -> int:
         else:
             await asyncio.Event().wait()
     finally:
+        if mqtt_sim:
+            mqtt_sim.stop()
         await installation.stop()
     return 0
 

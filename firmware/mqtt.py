@@ -1,0 +1,298 @@
+"""State, commands and Home Assistant discovery on the user's broker.
+
+Topics under the base (default `ip22/<charger serial>`):
+  status              online / offline (retained; offline is the broker's last will)
+  state               every value as one JSON object (retained)
+  <key>               each value alone, on change (retained): for Node-RED and friends
+  set/mode            auto | manual | off
+  set/current         the manual current in A
+  set/reboot          PRESS
+Commands go through the app's one entry point for changes (the same as the web API), never
+to the charger. Bad ones are refused, counted and logged.
+"""
+
+import json
+
+import discovery
+import mqttlink
+from ticks import ticks_add, ticks_diff, ticks_ms
+
+try:
+    from random import getrandbits
+except ImportError:  # pragma: no cover - every port has random
+
+    def getrandbits(bits):
+        return ticks_ms() & ((1 << bits) - 1)
+
+
+TICK_S = 0.1
+SERIAL_WAIT_MS = 60000  # the charger tells its serial in its first text block
+REBOOT_GUARD_MS = 30000  # a reboot command this soon after connecting may be a retained one
+BIRTH_DELAY_MS = 5000  # Home Assistant restarted: republish after a random delay up to this
+MAX_PAYLOAD = 64  # a command longer than this is not one of ours
+# values that change on every round: on their own topics only with the full state
+QUIET = ("grid_age_s", "uptime_s", "free_heap_b", "frames_ok", "frames_bad")
+
+
+def _text(value, digits=None):
+    """A value as a plain-topic payload: numbers as numbers, None as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "ON" if value else "OFF"
+    if isinstance(value, float) and digits is not None:
+        return str(round(value, digits))
+    return str(value)
+
+
+def _round(value, digits):
+    return None if value is None else round(value, digits)
+
+
+class Mqtt:
+    def __init__(self, app, settings, serial_hint=None):
+        """`settings` is the config's "mqtt" section; `serial_hint` the serial last seen
+        (persisted), so the ids are right before the charger has said its serial."""
+        self.app = app
+        self.s = settings
+        self.serial = None
+        self.serial_hint = serial_hint
+        self.base = None
+        self.session = None
+        self.started_ms = ticks_ms()
+        self.sent = {}  # key -> payload last published on its own topic
+        self.state_ms = None  # when the state went out last
+        self.full_ms = None  # when everything went out last
+        self.announce_ms = None  # discovery due at this time
+        self.discovered_range = None
+        self.counters = {"commands": 0, "refused": 0}
+        self.last_refused = None
+
+    # -- identity ---------------------------------------------------------------------------
+
+    def _identify(self):
+        """The serial, once the charger told it (or the persisted one, or after a wait, the
+        board's id). Chosen once per boot: ids must not change under Home Assistant."""
+        serial = self.app.link.state.serial
+        if not serial and self.serial_hint:
+            serial = self.serial_hint
+        if not serial and ticks_diff(ticks_ms(), self.started_ms) >= SERIAL_WAIT_MS:
+            serial = "adapter-" + self.app.board.unique_id()
+        if not serial:
+            return False
+        self.serial = serial
+        node = discovery.node_id(serial)
+        self.base = self.s["base_topic"] or "ip22/" + serial
+        self.session = mqttlink.Session(
+            "mqtt",
+            self.s["host"],
+            self.s["port"],
+            self.s["client_id"] or node,
+            self.app.log,
+            self.s["user"],
+            self.s["password"],
+            self.s["ca_file"],
+        )
+        self.session.will = (self.base + "/status", "offline")
+        return True
+
+    # -- the task ---------------------------------------------------------------------------
+
+    async def run(self, beat=None):
+        import asyncio
+
+        while self.serial is None:
+            if beat:
+                beat()
+            if self._identify():
+                break
+            await asyncio.sleep(1)
+        self.app.log("mqtt: base topic %s" % self.base)
+        while True:
+            if beat:
+                beat()
+            self.session.tend(self._connected)
+            if self.session.connected:
+                self._handle(self.session.take())
+                await self._publish_due(asyncio)
+            await asyncio.sleep(TICK_S)
+
+    def _connected(self, session):
+        """A fresh connection: subscribe, then everything goes out again."""
+        if self.s["commands"]:
+            session.subscribe(self.base + "/set/+")
+        if self.s["discovery"]:
+            session.subscribe(self.s["discovery_prefix"] + "/status")
+        session.publish(self.base + "/status", "online", True)
+        self.announce_ms = ticks_ms()
+        self.sent = {}
+        self.full_ms = None
+
+    async def _publish_due(self, asyncio):
+        now = ticks_ms()
+        if self.announce_ms is not None and ticks_diff(now, self.announce_ms) >= 0:
+            self.announce_ms = None
+            await self._announce(asyncio)
+            self.full_ms = None
+        elif self._range() != self.discovered_range and self.s["discovery"]:
+            await self._announce(asyncio)  # the charger's range became known: the number
+        full = self.full_ms is None or ticks_diff(now, self.full_ms) >= self.s["full_s"] * 1000
+        if (
+            full
+            or self.state_ms is None
+            or (ticks_diff(now, self.state_ms) >= self.s["update_s"] * 1000)
+        ):
+            self.publish_state(full)
+
+    def _range(self):
+        s = self.app.link.state
+        if s.min_a is None or s.max_a is None:
+            return None
+        return (s.min_a, s.max_a)
+
+    async def _announce(self, asyncio):
+        """Discovery configs (or their removal), one message at a time."""
+        prefix = self.s["discovery_prefix"]
+        if self.s["discovery"]:
+            self.discovered_range = self._range()
+            items = discovery.messages(prefix, self.base, self.device(), self.discovered_range)
+        else:
+            items = discovery.removals(prefix, self.serial)
+        for topic, payload in items:
+            if not self.session.publish(topic, payload, True):
+                return
+            await asyncio.sleep(0)  # the charger link reads between two messages
+
+    def device(self):
+        s = self.app.link.state
+        return {
+            "serial": self.serial,
+            "model": s.model,
+            "pid": None if s.pid is None else "0x%04X" % s.pid,
+            "version": self.app.version(),
+            "charger_firmware": s.firmware,
+            "url": self.app.url(),
+        }
+
+    # -- state ------------------------------------------------------------------------------
+
+    def state(self):
+        """The values a user graphs or automates, with the keys discovery.py names."""
+        st = self.app.status()
+        ch, grid, ctl = st["charger"], st["grid"], st["control"]
+        v, i = ch["voltage_v"], ch["current_a"]
+        link = ch["connected"]
+        energy = self.app.energy
+        return {
+            "battery_v": _round(v, 2),
+            "battery_a": _round(i, 1),
+            "battery_w": round(v * i, 1) if v is not None and i is not None and link else None,
+            "charger_state": ch["state"],
+            "charger_error": ch["error"],
+            "limit_a": ch["limit_a"],
+            "grid_w": grid.get("power_w"),
+            "grid_age_s": grid.get("age_s"),
+            "mode": ctl["mode"],
+            "setpoint_a": ctl["setpoint_a"],
+            "manual_a": self.app.config["control"]["manual_current_a"],
+            "charging": None if ctl["charging"] is None else bool(ctl["charging"]),
+            "reason": ctl["reason"],
+            "safe": ctl["safe"],
+            "link": link,
+            "frames_ok": st["counters"]["frames_ok"],
+            "frames_bad": st["counters"]["frames_bad"],
+            "writes_24h": ch["stored_writes_24h"],
+            "writes_total": ch["stored_writes"],
+            "rssi_dbm": st["wifi"].get("rssi"),
+            "uptime_s": st["uptime_s"],
+            "free_heap_b": st["free_heap"],
+            "energy_kwh": round(energy["charged_wh"] / 1000, 3),
+            "grid_energy_kwh": round(energy["grid_wh"] / 1000, 3),
+        }
+
+    def publish_state(self, full=False):
+        """The JSON state, and each value that changed on its own topic (all when `full`)."""
+        now = ticks_ms()
+        values = self.state()
+        state = {}
+        for key, value in values.items():
+            shown = value
+            if isinstance(value, bool):
+                shown = "ON" if value else "OFF"
+            state[key] = shown
+        if not self.session.publish(self.base + "/state", json.dumps(state), True):
+            return
+        self.state_ms = now
+        if full:
+            self.full_ms = now
+        for key, value in values.items():
+            text = _text(value)
+            if full or (self.sent.get(key) != text and key not in QUIET):
+                if not self.session.publish(self.base + "/" + key, text, True):
+                    return
+                self.sent[key] = text
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _handle(self, messages):
+        prefix = self.s["discovery_prefix"] + "/status"
+        for topic, payload in messages:
+            try:
+                topic = topic.decode()
+                text = payload.decode().strip() if len(payload) <= MAX_PAYLOAD else None
+            except (UnicodeError, AttributeError):
+                topic, text = str(topic), None
+            if topic == prefix:
+                if text == "online":  # Home Assistant (re)started: discovery again, soon
+                    self.announce_ms = ticks_add(
+                        ticks_ms(), getrandbits(12) * BIRTH_DELAY_MS // 4096
+                    )
+                continue
+            self.counters["commands"] += 1
+            commands = self.base + "/set/"
+            name = topic[len(commands) :] if topic.startswith(commands) else topic
+            error = self.command(name, text)
+            if error:
+                self.counters["refused"] += 1
+                self.last_refused = "%s %r: %s" % (topic, payload[:MAX_PAYLOAD], error)
+                self.app.log("mqtt: refused %s" % self.last_refused)
+            else:
+                self.state_ms = None  # show the result at once
+
+    def command(self, name, text):
+        """Carry out `<base>/set/<name>` with payload `text`; the reason it was refused."""
+        if text is None:
+            return "not a short text payload"
+        if name == "mode":
+            errors = self.app.set_mode({"mode": text.lower()})
+            return "; ".join(errors) if errors else None
+        if name == "current":
+            try:
+                amps = float(text)
+            except ValueError:
+                return "not a number"
+            if amps != amps or amps in (float("inf"), float("-inf")):
+                return "not a number"
+            errors = self.app.set_mode({"manual_current_a": amps})
+            return "; ".join(errors) if errors else None
+        if name == "reboot":
+            if text != "PRESS":
+                return "send PRESS"
+            connected = self.session.connected_ms
+            if connected is not None and ticks_diff(ticks_ms(), connected) < REBOOT_GUARD_MS:
+                return "ignored so soon after connecting (a retained command?)"
+            import asyncio
+
+            asyncio.create_task(self.app.reboot())
+            return None
+        return "unknown command (use mode, current or reboot)"
+
+    def status(self):
+        out = {"base_topic": self.base, "serial": self.serial}
+        if self.session is not None:
+            out.update(self.session.status())
+        else:
+            out.update({"connected": False, "last_error": "waiting for the charger's serial"})
+        out.update(self.counters)
+        out["last_refused"] = self.last_refused
+        return out
