@@ -10,6 +10,7 @@ import json
 
 # (component, key, name, device_class, unit, state_class, category, extra)
 # `key` is also the field in the JSON state and the per-value topic.
+# fmt: off
 ENTITIES = (
     ("sensor", "battery_v", "Battery voltage", "voltage", "V", "measurement", None, None),
     ("sensor", "battery_a", "Charge current", "current", "A", "measurement", None, None),
@@ -18,51 +19,19 @@ ENTITIES = (
     ("sensor", "setpoint_a", "Current setpoint", "current", "A", "measurement", None, None),
     ("sensor", "limit_a", "Confirmed limit", "current", "A", "measurement", None, None),
     ("sensor", "energy_kwh", "Energy charged", "energy", "kWh", "total_increasing", None, None),
-    (
-        "sensor",
-        "grid_energy_kwh",
-        "Energy from the grid",
-        "energy",
-        "kWh",
-        "total_increasing",
-        None,
-        None,
-    ),
+    ("sensor", "grid_energy_kwh", "Energy from the grid", "energy", "kWh", "total_increasing",
+     None, None),
     ("sensor", "charger_state", "Charger state", None, None, None, None, None),
     ("sensor", "charger_error", "Charger error", None, None, None, None, None),
     ("sensor", "reason", "Controller", None, None, None, None, None),
     ("sensor", "grid_age_s", "Grid data age", "duration", "s", "measurement", "diagnostic", None),
-    (
-        "sensor",
-        "writes_24h",
-        "Stored writes (24 h)",
-        None,
-        None,
-        "measurement",
-        "diagnostic",
-        None,
-    ),
-    (
-        "sensor",
-        "writes_total",
-        "Stored writes",
-        None,
-        None,
-        "total_increasing",
-        "diagnostic",
-        None,
-    ),
+    ("sensor", "writes_24h", "Stored writes (24 h)", None, None, "measurement", "diagnostic",
+     None),
+    ("sensor", "writes_total", "Stored writes", None, None, "total_increasing", "diagnostic",
+     None),
     ("sensor", "frames_bad", "Bad frames", None, None, "total_increasing", "diagnostic", None),
-    (
-        "sensor",
-        "rssi_dbm",
-        "WiFi signal",
-        "signal_strength",
-        "dBm",
-        "measurement",
-        "diagnostic",
-        None,
-    ),
+    ("sensor", "rssi_dbm", "WiFi signal", "signal_strength", "dBm", "measurement", "diagnostic",
+     None),
     ("sensor", "uptime_s", "Uptime", "duration", "s", None, "diagnostic", None),
     ("sensor", "free_heap_b", "Free memory", "data_size", "B", "measurement", "diagnostic", None),
     ("binary_sensor", "charging", "Charging", "battery_charging", None, None, None, None),
@@ -71,6 +40,7 @@ ENTITIES = (
     ("number", "manual_a", "Manual current", "current", "A", None, "config", {"mode": "box"}),
     ("button", "reboot", "Restart", "restart", None, None, "config", None),
 )
+# fmt: on
 
 COMMANDS = {"select": "mode", "number": "current", "button": "reboot"}  # under <base>/set/
 STATE_KEYS = tuple(e[1] for e in ENTITIES if e[0] in ("sensor", "binary_sensor", "select"))
