@@ -79,6 +79,7 @@ SCHEMA = {
         "mqtt_port": ("int", 1883, 1, 65535),  # protocol mqtt: the GX's broker
         "portal_id": ("str", "", 32),  # protocol mqtt: the GX's VRM id; empty: discovered
         "mqtt_password": ("secret", "", 64),  # protocol mqtt: the GX's security profile
+        "keepalive_s": ("int", 30, 2, 55),  # protocol mqtt: Venus stops publishing after 60 s
     },
     "mqtt": {  # our state, commands and Home Assistant discovery on your broker
         "host": ("str", "", 64),  # the broker; empty: no MQTT

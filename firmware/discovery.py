@@ -42,13 +42,14 @@ ENTITIES = (
 )
 # fmt: on
 
+ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
 COMMANDS = {"select": "mode", "number": "current", "button": "reboot"}  # under <base>/set/
-STATE_KEYS = tuple(e[1] for e in ENTITIES if e[0] in ("sensor", "binary_sensor", "select"))
+STATE_KEYS = tuple(e[1] for e in ENTITIES if e[0] != "button")
 
 
 def node_id(serial):
     """Home Assistant ids allow [a-zA-Z0-9_-] only."""
-    out = "".join(c if c.isalpha() or c.isdigit() or c in "_-" else "_" for c in str(serial))
+    out = "".join(c if c in ID_CHARS else "_" for c in str(serial))
     return "ip22_" + out
 
 

@@ -292,6 +292,7 @@ class Mqtt:
         if self.session is not None:
             out.update(self.session.status())
         else:
+            out.update(dict.fromkeys(mqttlink.COUNTERS, 0))
             out.update({"connected": False, "last_error": "waiting for the charger's serial"})
         out.update(self.counters)
         out["last_refused"] = self.last_refused

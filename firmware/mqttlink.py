@@ -24,6 +24,15 @@ KEEPALIVE_S = 30  # told to the broker; we ping three times as often
 BACKOFF_S = (1, 2, 5, 10, 30, 60)
 MAX_MESSAGES = 8  # handled per round: a flood must not starve the other tasks
 QUEUE = 16  # received and not yet handled; more are dropped and counted
+COUNTERS = (
+    "connects",
+    "failures",
+    "published",
+    "publish_errors",
+    "received",
+    "dropped",
+    "longest_block_ms",
+)
 
 
 class _Sockets:
@@ -100,15 +109,7 @@ class Session:
         self.last_error = None
         self.attempt = 0  # failed connects in a row
         self.retry_ms = None  # no connect before this
-        self.counters = {
-            "connects": 0,
-            "failures": 0,
-            "published": 0,
-            "publish_errors": 0,
-            "received": 0,
-            "dropped": 0,
-            "longest_block_ms": 0,
-        }
+        self.counters = dict.fromkeys(COUNTERS, 0)
 
     @property
     def connected(self):
@@ -212,12 +213,19 @@ class Session:
         return True
 
     def subscribe(self, topic):
+        """False when not connected or the connection just failed (it is then closed)."""
+        if self.client is None:
+            return False
         started = ticks_ms()
         try:
             self.client.sock.setblocking(True)
             self.client.subscribe(topic.encode() if isinstance(topic, str) else topic)
-        finally:
+        except Exception as err:
             self._timed(started)
+            self.close("subscribe: %s %s" % (type(err).__name__, err))
+            return False
+        self._timed(started)
+        return True
 
     def _received(self, topic, payload):
         self.counters["received"] += 1

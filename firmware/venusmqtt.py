@@ -16,9 +16,19 @@ import mqttlink
 from ticks import ticks_diff, ticks_ms
 from venus import Reading
 
-KEEPALIVE_MS = 30000
 SUPPRESS = b'{"keepalive-options":["suppress-republish"]}'
 PHASES = ("L1", "L2", "L3")
+INF = float("inf")
+# what a broken or hostile payload can raise while being parsed: counted, never fatal
+BAD_INPUT = (
+    ValueError,
+    TypeError,
+    UnicodeError,
+    KeyError,
+    AttributeError,
+    RuntimeError,
+    MemoryError,
+)
 
 
 class MqttGrid:
@@ -90,7 +100,7 @@ class MqttGrid:
                     self.handle(topic, payload, ticks_ms())
                 if self.portal and (
                     self.keepalive_ms is None
-                    or ticks_diff(ticks_ms(), self.keepalive_ms) >= KEEPALIVE_MS
+                    or ticks_diff(ticks_ms(), self.keepalive_ms) >= self.s["keepalive_s"] * 1000
                 ):
                     self._keepalive(SUPPRESS)
             elif self.session.last_error:
@@ -109,7 +119,7 @@ class MqttGrid:
             if not self.portal:
                 if parts[2:] == ["system", "0", "Serial"]:
                     value = _value(payload)
-                    if isinstance(value, str) and 0 < len(value) <= 32 and value.isalnum():
+                    if _is_portal_id(value):
                         self.portal = value
                         self.log("venus-mqtt: portal id %s" % value)
                         self._follow(self.session)
@@ -121,6 +131,8 @@ class MqttGrid:
                 self.heartbeat_ms = now
                 self.counters["heartbeats"] += 1
                 self.fresh = True
+            elif path[-1] != "Power":
+                return
             elif len(path) == 6 and path[:4] == ["system", "0", "Ac", "Grid"]:
                 self._store(self.system, path[4], _value(payload), now)
             elif len(path) == 5 and path[0] == "grid" and path[2] == "Ac":
@@ -137,7 +149,7 @@ class MqttGrid:
                 self.meter_instance = path[1]
                 self.meter_gone = False
                 self._store(self.meter, path[3], _value(payload), now)
-        except (ValueError, TypeError, UnicodeError, KeyError, AttributeError) as err:
+        except BAD_INPUT as err:
             self._error("protocol", "%s: %s" % (topic, err))
 
     def _store(self, phases, name, value, now):
@@ -145,6 +157,8 @@ class MqttGrid:
             return
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ValueError("not a number: %r" % (value,))
+        if value is not None and (value != value or value in (INF, -INF)):
+            raise ValueError("not a finite number: %r" % (value,))
         i = PHASES.index(name)
         if phases[i] != value:
             self.changed_ms = now
@@ -203,6 +217,13 @@ class MqttGrid:
             "keepalives": self.counters["keepalives"],
             "heartbeats": self.counters["heartbeats"],
         }
+
+
+def _is_portal_id(value):
+    """A VRM id: letters and digits (MicroPython's str has no isalnum)."""
+    if not isinstance(value, str) or not 0 < len(value) <= 32:
+        return False
+    return all(c.isdigit() or "a" <= c.lower() <= "z" for c in value)
 
 
 def _value(payload):

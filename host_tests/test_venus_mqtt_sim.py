@@ -14,8 +14,9 @@ from typing import Any, Callable, Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
-from broker import AUTH_USERS, Mosquitto, mosquitto_auth_fixture, mosquitto_fixture  # noqa: F401
+from broker import AUTH_USERS, mosquitto_auth_fixture, mosquitto_fixture  # noqa: F401
 
+from tools.mosquitto import Mosquitto
 from tools.sim.__main__ import broker_arg
 from tools.sim.venus_mqtt import VenusMqtt, value, wants_full_publish
 

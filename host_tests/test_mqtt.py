@@ -1,0 +1,325 @@
+"""MQTT end to end: the firmware on the MicroPython Unix port, the simulated charger, a real
+mosquitto; Home Assistant's side played by paho-mqtt. Also the Venus OS MQTT grid source against
+the Venus stand-in (tools/sim/venus_mqtt.py) through the same broker."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import paho.mqtt.client as paho
+from broker import AUTH_USERS, mosquitto_auth_fixture, mosquitto_fixture  # noqa: F401
+from fwrun import Background, Firmware, make_world
+
+from tools.mosquitto import Mosquitto
+from tools.sim.venus_mqtt import VenusMqtt
+
+SERIAL = "HQ2230XY6XR"  # the simulator's
+BASE = "ip22/" + SERIAL
+
+
+class Watcher:
+    """A subscriber that keeps every message: what Home Assistant or Node-RED would see."""
+
+    def __init__(self, broker: Mosquitto, topic: str = "#", **login: str) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        if login:
+            self.client.username_pw_set(login["user"], login["password"])
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda c, *a: c.subscribe(topic)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+    def last(self, topic: str) -> bytes | None:
+        with self.lock:
+            for t, payload, _ in reversed(self.messages):
+                if t == topic:
+                    return payload
+        return None
+
+    def topics(self, prefix: str = "") -> dict[str, bytes]:
+        with self.lock:
+            return {t: p for t, p, _ in self.messages if t.startswith(prefix)}
+
+    def count(self, topic: str) -> int:
+        with self.lock:
+            return sum(1 for t, _, _ in self.messages if t == topic)
+
+    def wait(self, check: Callable[[], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = check()
+            if result:
+                return result
+            time.sleep(0.1)
+        raise AssertionError("timed out waiting for " + what)
+
+    def publish(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
+        self.client.publish(topic, payload, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def mqtt_config(broker: Mosquitto, **mqtt: Any) -> dict[str, Any]:
+    section = {"host": broker.host, "port": broker.port, "update_s": 1.0}
+    section.update(mqtt)
+    return {"mqtt": section}
+
+
+def state(watcher: Watcher) -> dict[str, Any] | None:
+    payload = watcher.last(BASE + "/state")
+    return json.loads(payload) if payload else None
+
+
+def truth(sim: Background) -> dict[str, Any]:
+    return sim.call(lambda: sim.world.status())
+
+
+def test_state_discovery_and_commands(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    watcher = Watcher(mosquitto)
+    with Background(make_world()) as sim, Firmware(
+        tmp_path, sim.endpoints["charger"], mqtt_config(mosquitto)
+    ) as fw:
+        watcher.wait(lambda: watcher.last(BASE + "/status") == b"online", 20, "online")
+        s = watcher.wait(lambda: state(watcher), 10, "the state")
+
+        # the state follows the simulator
+        def close_to_sim() -> bool:
+            s, sim_charger = state(watcher), truth(sim)["charger"]
+            return bool(
+                s
+                and s["battery_v"] is not None
+                and abs(s["battery_v"] - sim_charger["voltage_v"]) < 0.1
+                and s["charger_state"] == sim_charger["state"]
+                and s["link"] == "ON"
+            )
+
+        watcher.wait(close_to_sim, 10, "the state to match the simulator")
+        assert watcher.last(BASE + "/battery_v") is not None  # each value on its own topic too
+        assert s["mode"] == "off"
+
+        # discovery: retained, one config per entity, for a subscriber that comes later
+        late = Watcher(mosquitto, "homeassistant/#")
+        configs = late.wait(lambda: len(late.topics()) >= 23 and late.topics(), 10, "discovery")
+        late.close()
+        for topic, payload in configs.items():
+            entity = json.loads(payload)
+            assert entity["avty_t"] == BASE + "/status", topic
+            assert entity["dev"]["ids"] == ["ip22_" + SERIAL]
+            assert entity["uniq_id"].startswith("ip22_%s_" % SERIAL)
+        number = json.loads(configs["homeassistant/number/ip22_%s/manual_a/config" % SERIAL])
+        assert (number["min"], number["max"]) == (3.0, 12.0)  # the 24/12's range, from it
+        assert number["cmd_t"] == BASE + "/set/current"
+
+        # commands: manual 5 A -> the charger confirms a 5 A limit
+        watcher.publish(BASE + "/set/current", "5")
+        watcher.publish(BASE + "/set/mode", "manual")
+        fw.wait_for(lambda st: st["control"]["mode"] == "manual", 10, "manual mode")
+        fw.wait_for(lambda st: st["charger"]["limit_a"] == 5.0, 15, "5 A confirmed")
+        assert truth(sim)["charger"]["effective_limit_a"] == 5.0
+        watcher.wait(lambda: (state(watcher) or {}).get("manual_a") == 5.0, 10, "manual_a")
+        watcher.wait(lambda: (state(watcher) or {}).get("limit_a") == 5.0, 10, "limit_a")
+
+        # malformed commands: refused, counted, nothing changes, nothing crashes
+        for topic, payload in (
+            ("/set/current", "abc"),
+            ("/set/current", "nan"),
+            ("/set/current", "1e9"),
+            ("/set/current", ""),
+            ("/set/mode", "turbo"),
+            ("/set/mode", b"\xff\xfe"),
+            ("/set/mode", "x" * 5000),
+            ("/set/launch", "now"),
+            ("/set/reboot", "yes"),
+        ):
+            watcher.publish(BASE + topic, payload)
+        st = fw.wait_for(lambda st: st["mqtt"]["refused"] >= 9, 10, "nine refusals")
+        assert st["mqtt"]["refused"] == 9
+        assert st["control"]["mode"] == "manual"
+        assert st["charger"]["limit_a"] == 5.0
+        assert "refused" in "\n".join(st["log"])
+        assert fw.proc is not None and fw.proc.poll() is None
+
+        # a reboot right after connecting may be a retained message: refused too
+        watcher.publish(BASE + "/set/reboot", "PRESS")
+        st = fw.wait_for(lambda st: st["mqtt"]["refused"] >= 10, 10, "the early reboot refused")
+        assert "retained" in st["mqtt"]["last_refused"]
+    watcher.close()
+
+
+def test_discovery_off_removes_the_entities(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    with Background(make_world()) as sim:
+        with Firmware(tmp_path, sim.endpoints["charger"], mqtt_config(mosquitto)) as fw:
+            fw.wait_for(lambda st: st["mqtt"]["published"] > 30, 20, "discovery sent")
+        config = mqtt_config(mosquitto, discovery=False)
+        with Firmware(tmp_path, sim.endpoints["charger"], config) as fw:
+            fw.wait_for(lambda st: st["mqtt"]["published"] > 30, 20, "removals sent")
+            late = Watcher(mosquitto, "homeassistant/#")
+            time.sleep(1.5)
+            assert late.topics() == {}  # no retained config left: the entities are gone
+            late.close()
+
+
+def test_broker_lost_and_frozen_never_stall_the_link(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    with Background(make_world()) as sim, Firmware(
+        tmp_path, sim.endpoints["charger"], mqtt_config(mosquitto)
+    ) as fw:
+        fw.wait_for(lambda st: st["mqtt"]["connected"], 20, "connected")
+
+        def frame_rate(seconds: float) -> float:
+            first = fw.status()["counters"]["frames_ok"]
+            time.sleep(seconds)
+            return (fw.status()["counters"]["frames_ok"] - first) / seconds
+
+        normal = frame_rate(4)
+
+        # killed: a status line and a counter, then a reconnect when it is back
+        mosquitto.kill()
+        st = fw.wait_for(lambda st: not st["mqtt"]["connected"], 20, "the loss noticed")
+        assert st["mqtt"]["last_error"]
+        assert frame_rate(4) > 0.8 * normal
+        decisions = fw.status()["control"]["reason"]
+        assert decisions
+        mosquitto.restart()
+        fw.wait_for(lambda st: st["mqtt"]["connects"] >= 2, 30, "reconnected")
+
+        # frozen (SIGSTOP): pings go unanswered, the link keeps its frame rate
+        mosquitto.freeze()
+        try:
+            frozen = frame_rate(20)
+            st = fw.wait_for(lambda st: not st["mqtt"]["connected"], 20, "the freeze noticed")
+            frozen_status = fw.status()
+        finally:
+            mosquitto.thaw()
+        longest = frozen_status["mqtt"]["longest_block_ms"]
+        print(
+            "frame rate %.1f/s normal, %.1f/s with a frozen broker; longest MQTT block %d ms"
+            % (normal, frozen, longest)
+        )
+        assert frozen > 0.8 * normal
+        assert longest <= 1500  # a few socket timeouts at most, never the keepalive
+        assert frozen_status["counters"]["task_restarts"] == 0
+        fw.wait_for(lambda st: st["mqtt"]["connected"], 60, "back after the thaw")
+
+
+def test_password_broker(tmp_path: Path, mosquitto_auth: Mosquitto) -> None:
+    user, password = next(iter(AUTH_USERS.items()))
+    with Background(make_world()) as sim:
+        bad = mqtt_config(mosquitto_auth, user=user, password="wrong")
+        with Firmware(tmp_path, sim.endpoints["charger"], bad) as fw:
+            st = fw.wait_for(lambda st: st["mqtt"]["failures"] >= 1, 20, "refused")
+            assert not st["mqtt"]["connected"]
+            assert "wrong" not in json.dumps(st)
+        good = mqtt_config(mosquitto_auth, user=user, password=password)
+        watcher = Watcher(mosquitto_auth, user=user, password=password)
+        with Firmware(tmp_path, sim.endpoints["charger"], good) as fw:
+            fw.wait_for(lambda st: st["mqtt"]["connected"], 20, "connected with the password")
+            watcher.wait(lambda: state(watcher), 10, "the state")
+            with_secret = [t for t, p, _ in watcher.messages if password.encode() in p]
+            assert with_secret == []  # the password is never published
+            url = "http://127.0.0.1:%d/api/config" % fw.port
+            config_api = json.loads(urllib.request.urlopen(url).read())
+            assert config_api["config"]["mqtt"]["password"] == "***"
+        watcher.close()
+
+
+def test_venus_mqtt_grid_source(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """Grid power from the GX's broker: portal id discovered, kept alive, stale -> safe."""
+    world = make_world()
+    world.profile = lambda t: (1500.0, 300.0)
+    with Background(world) as sim:
+        venus = world.venus
+        stand_in = VenusMqtt(
+            mosquitto.host,
+            mosquitto.port,
+            lambda: tuple(venus.last.grid_w),
+            portal_id=venus.serial,
+            heartbeat_s=1.0,
+        )
+        stand_in.start()
+        config = {
+            "control": {"mode": "auto", "stale_s": 5},
+            "venus": {"host": mosquitto.host, "protocol": "mqtt", "mqtt_port": mosquitto.port},
+        }
+        try:
+            with Firmware(tmp_path, sim.endpoints["charger"], config) as fw:
+                st = fw.wait_for(
+                    lambda st: st["grid"]["power_w"] is not None, 30, "grid power over MQTT"
+                )
+                assert st["grid"]["portal_id"] == venus.serial  # discovered
+                assert stand_in.full_publishes >= 1  # the first keepalive asked for everything
+
+                # it follows the simulated grid, and the controller charges from it
+                fw.wait_for(
+                    lambda st: st["charger"]["current_a"] and st["charger"]["current_a"] > 5,
+                    30,
+                    "charging from the surplus",
+                )
+
+                def agrees(st: dict[str, Any]) -> bool:
+                    grid = st["grid"]["power_w"]
+                    return grid is not None and abs(grid - truth(sim)["grid_total_w"]) < 60
+
+                fw.wait_for(agrees, 15, "the grid value to match the simulator")
+
+                # the GX stops publishing: stale -> the safe state, then back by itself
+                stand_in.silent = True
+                st = fw.wait_for(lambda st: st["control"]["safe"], 15, "the safe state")
+                assert "grid data" in st["control"]["reason"]
+                stand_in.silent = False
+                fw.wait_for(lambda st: not st["control"]["safe"], 20, "recovered")
+        finally:
+            stand_in.stop()
+
+
+def test_venus_mqtt_needs_the_keepalive(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """A GX that only publishes while kept alive: with keepalives ignored it falls silent and
+    the controller goes safe; the firmware's keepalives are what keeps it talking."""
+    world = make_world()
+    world.profile = lambda t: (1500.0, 300.0)
+    with Background(world) as sim:
+        venus = world.venus
+        stand_in = VenusMqtt(
+            mosquitto.host,
+            mosquitto.port,
+            lambda: tuple(venus.last.grid_w),
+            portal_id=venus.serial,
+            heartbeat_s=1.0,
+            keepalive_timeout_s=5.0,
+        )
+        stand_in.start()
+        config = {
+            "control": {"mode": "auto", "stale_s": 5},
+            "venus": {
+                "host": mosquitto.host,
+                "protocol": "mqtt",
+                "mqtt_port": mosquitto.port,
+                "portal_id": venus.serial,
+                "keepalive_s": 2,
+            },
+        }
+        try:
+            with Firmware(tmp_path, sim.endpoints["charger"], config) as fw:
+                fw.wait_for(lambda st: st["grid"]["power_w"] is not None, 30, "grid power")
+                time.sleep(12)  # more than twice the GX's timeout: kept alive all along
+                st = fw.status()
+                assert not st["control"]["safe"], st["control"]
+                assert st["grid"]["age_s"] < 3
+                assert stand_in.keepalives >= 5
+                stand_in.ignore_keepalive = True  # as if our keepalives never arrived
+                st = fw.wait_for(lambda st: st["control"]["safe"], 20, "the safe state")
+                assert "grid data" in st["control"]["reason"]
+        finally:
+            stand_in.stop()
