@@ -73,7 +73,9 @@ class App:
             import mqtt
 
             self.mqtt = mqtt.Mqtt(self, config["mqtt"], self._serial_hint)
-        self.plug = plug.Plug(config["plug"])
+        self.plug = plug.make(config["plug"], lambda: self.mqtt)
+        if config["plug"]["type"] == "mqtt" and self.mqtt is None:
+            self.log("plug.type mqtt needs the broker in mqtt.host: the plug cannot switch")
         self.powered_off = False  # we cut the charger's mains with the plug
         self.applied = {"setpoint_a": None, "charging": None}
         self.failed_set = None  # (setpoint, when) of the last set that did not go through
@@ -134,6 +136,12 @@ class App:
             self._persisted_ms = ticks_ms()
         except OSError as err:
             self.log("could not save %s: %s" % (self.state_path, err))
+
+    def shutdown(self):
+        """Before a reboot or a stop: counters to flash, "offline" to the broker."""
+        self.persist(force=True)
+        if self.mqtt is not None:
+            self.mqtt.goodbye()
 
     def count_energy(self, now):
         """Integrate the charger's output, and the part of its draw the grid supplied (only
@@ -314,7 +322,7 @@ class App:
         try:
             await asyncio.gather(*tasks)
         finally:
-            self.persist(force=True)
+            self.shutdown()
 
     def sample(self):
         """One point of the chart's history: grid W, charger W (V x I), setpoint A."""
@@ -379,7 +387,7 @@ class App:
                 self.poller.s.update(clean["venus"])
                 self.poller.reconnect()  # with the new settings
             elif section == "plug":
-                self.plug = plug.Plug(clean["plug"])
+                self.plug = plug.make(clean["plug"], lambda: self.mqtt)
             elif section != "admin":
                 restart.append(section)
         if self.config.safe_mode:
@@ -414,7 +422,7 @@ class App:
 
     async def reboot(self):
         self.log("reboot requested")
-        self.persist(force=True)
+        self.shutdown()
         await asyncio.sleep(0.5)  # let the HTTP answer go out
         self.board.reset()
 

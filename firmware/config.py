@@ -60,10 +60,16 @@ SCHEMA = {
         ),  # 0xEDF0 only: surplus held this long
     },
     "plug": {  # the off switch for a charger that has none over VE.Direct
-        "type": ("choice", "none", ("none", "shelly", "tasmota")),
-        "host": ("str", "", 64),
+        "type": ("choice", "none", ("none", "shelly", "tasmota", "mqtt")),
+        "host": ("str", "", 64),  # shelly, tasmota: the plug's address
         "port": ("int", 80, 1, 65535),
         "timeout_s": ("float", 3.0, 0.5, 30.0),
+        # mqtt (over the broker of the "mqtt" section): where to send on/off, where the
+        # plug tells its state (ON/OFF, true/false, 1/0, or JSON with "output"/"POWER"/"state")
+        "command_topic": ("str", "", 128),
+        "state_topic": ("str", "", 128),
+        "payload_on": ("str", "ON", 32),
+        "payload_off": ("str", "OFF", 32),
     },
     "venus": {
         "host": ("str", "", 64),  # the GX's IP address; empty: no grid data

@@ -60,7 +60,7 @@ def main(argv):
     try:
         asyncio.run(a.run())
     except KeyboardInterrupt:  # Ctrl-C on the Unix port (or the REPL): keep the counters
-        a.persist(force=True)
+        a.shutdown()
 
 
 main(sys.argv[1:] if len(sys.argv) > 1 else [])

@@ -123,6 +123,9 @@ class Mqtt:
             session.subscribe(self.base + "/set/+")
         if self.s["discovery"]:
             session.subscribe(self.s["discovery_prefix"] + "/status")
+        plug = self.app.plug
+        if getattr(plug, "state_topic", None):
+            session.subscribe(plug.state_topic)  # a relay on MQTT: the charger's off switch
         session.publish(self.base + "/status", "online", True)
         self.announce_ms = ticks_ms()
         self.sent = {}
@@ -242,6 +245,10 @@ class Mqtt:
                 text = payload.decode().strip() if len(payload) <= MAX_PAYLOAD else None
             except (UnicodeError, AttributeError):
                 topic, text = str(topic), None
+            plug = self.app.plug
+            if topic == getattr(plug, "state_topic", None):
+                plug.on_state(payload)
+                continue
             if topic == prefix:
                 if text == "online":  # Home Assistant (re)started: discovery again, soon
                     self.announce_ms = ticks_add(
@@ -286,6 +293,12 @@ class Mqtt:
             asyncio.create_task(self.app.reboot())
             return None
         return "unknown command (use mode, current or reboot)"
+
+    def goodbye(self):
+        """A clean stop: say offline now (the last will would take the keepalive's 45 s)."""
+        if self.session is not None and self.session.connected:
+            self.session.publish(self.base + "/status", "offline", True)
+            self.session.close("stopped")
 
     def status(self):
         out = {"base_topic": self.base, "serial": self.serial}

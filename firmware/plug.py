@@ -1,6 +1,7 @@
 """A smart plug or relay in the charger's mains lead: the wear-free off switch for chargers
-that cannot be switched off over VE.Direct. Shelly Gen2 (HTTP RPC) or Tasmota (HTTP); every
-switch is checked against the plug's own answer."""
+that cannot be switched off over VE.Direct. Shelly Gen2 (HTTP RPC), Tasmota (HTTP), or any
+relay on MQTT (a command topic and a state topic); every switch is checked against the plug's
+own answer."""
 
 import asyncio
 import json
@@ -44,6 +45,13 @@ async def http_get(host, path, timeout_s, port=80):
         return json.loads(body)
     except ValueError:
         raise PlugError("%s: not JSON" % host) from None
+
+
+def make(settings, mqtt=None):
+    """The plug the config names; `mqtt()` gives the MQTT publisher (for type "mqtt")."""
+    if settings["type"] == "mqtt":
+        return MqttPlug(settings, mqtt)
+    return Plug(settings)
 
 
 class Plug:
@@ -103,3 +111,94 @@ class Plug:
             "errors": self.errors,
             "last_error": self.last_error,
         }
+
+
+ON_WORDS = ("on", "true", "1")
+OFF_WORDS = ("off", "false", "0")
+STATE_KEYS = ("output", "POWER", "state", "ison")  # Shelly Gen2, Tasmota, generic, Shelly Gen1
+
+
+def parse_state(payload):
+    """True/False from what plugs publish: ON/OFF, true/false, 1/0, or JSON carrying one of
+    STATE_KEYS; None when it says neither."""
+    try:
+        text = payload.decode().strip() if isinstance(payload, bytes) else str(payload).strip()
+    except UnicodeError:
+        return None
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        for key in STATE_KEYS:
+            if isinstance(data, dict) and key in data:
+                return parse_state(json.dumps(data[key]).strip('"'))
+        return None
+    if text.lower() in ON_WORDS:
+        return True
+    if text.lower() in OFF_WORDS:
+        return False
+    return None
+
+
+class MqttPlug(Plug):
+    """A relay on the user's broker: the command goes to `command_topic`, the switch counts
+    only once `state_topic` says the new state."""
+
+    def __init__(self, settings, mqtt):
+        super().__init__(settings)
+        self.mqtt = mqtt  # () -> the Mqtt publisher, or None
+        self.command_topic = settings["command_topic"]
+        self.state_topic = settings["state_topic"]
+        self.payloads = {True: settings["payload_on"], False: settings["payload_off"]}
+        self.host = self.command_topic
+        self.heard = 0  # state messages received
+
+    @property
+    def configured(self):
+        return bool(self.command_topic and self.state_topic)
+
+    def on_state(self, payload):
+        """A message on the state topic (the MQTT task calls this)."""
+        state = parse_state(payload)
+        if state is None:
+            self.errors += 1
+            self.last_error = "state topic: not a state: %r" % (payload[:40],)
+            return
+        self.on = state
+        self.heard += 1
+
+    async def _await_state(self, wanted, since):
+        loops = int(self.timeout_s * 20)
+        for _ in range(loops):
+            if self.heard != since and (wanted is None or self.on == wanted):
+                return self.on
+            await asyncio.sleep(0.05)
+        raise PlugError("no state on %s in %s s" % (self.state_topic, self.timeout_s))
+
+    def _session(self):
+        publisher = self.mqtt() if self.mqtt else None
+        session = publisher.session if publisher is not None else None
+        if session is None or not session.connected:
+            raise PlugError("the MQTT broker (mqtt.host) is not connected")
+        return session
+
+    async def read(self):
+        if self.heard:
+            return self.on
+        self._session()
+        return await self._await_state(None, 0)  # a retained state arrives on subscribing
+
+    async def switch(self, on):
+        try:
+            since = self.heard
+            if not self._session().publish(self.command_topic, self.payloads[on]):
+                raise PlugError("publishing to %s failed" % self.command_topic)
+            await self._await_state(on, since)
+        except PlugError as err:
+            self.errors += 1
+            self.last_error = str(err)
+            return False
+        self.switches += 1
+        self.last_error = None
+        return True

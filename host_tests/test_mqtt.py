@@ -183,7 +183,8 @@ def test_broker_lost_and_frozen_never_stall_the_link(tmp_path: Path, mosquitto: 
             time.sleep(seconds)
             return (fw.status()["counters"]["frames_ok"] - first) / seconds
 
-        normal = frame_rate(4)
+        time.sleep(10)  # past the link's start-up burst of requests and answers
+        normal = frame_rate(10)
 
         # killed: a status line and a counter, then a reconnect when it is back
         mosquitto.kill()
@@ -208,8 +209,8 @@ def test_broker_lost_and_frozen_never_stall_the_link(tmp_path: Path, mosquitto: 
             "frame rate %.1f/s normal, %.1f/s with a frozen broker; longest MQTT block %d ms"
             % (normal, frozen, longest)
         )
-        assert frozen > 0.8 * normal
-        assert longest <= 1500  # a few socket timeouts at most, never the keepalive
+        assert frozen > 0.9 * normal
+        assert longest < 500  # under the parser's gap reset: no frame lost to a stall
         assert frozen_status["counters"]["task_restarts"] == 0
         fw.wait_for(lambda st: st["mqtt"]["connected"], 60, "back after the thaw")
 
@@ -323,3 +324,64 @@ def test_venus_mqtt_needs_the_keepalive(tmp_path: Path, mosquitto: Mosquitto) ->
                 assert "grid data" in st["control"]["reason"]
         finally:
             stand_in.stop()
+
+
+def test_heap_flat_over_thousands_of_publishes(tmp_path: Path) -> None:
+    """tools/bench_mqtt.py on the Unix port: the figures are printed; the heap must not grow."""
+    from broker import broker  # a missing mosquitto fails in CI, skips elsewhere
+
+    broker(tmp_path)  # only the check; the bench starts its own
+    from tools.bench_mqtt import run
+
+    r = run(3000)
+    print("MQTT: %(per_second)d publishes/s, heap %(heap_before)d -> %(heap_after)d B" % r)
+    assert r["publish_errors"] == 0
+    assert abs(r["heap_growth"]) < 512, r  # flat: no per-publish leak
+    assert r["mpy_bytes"]["mqtt.mpy"] < 8192
+
+
+def test_relay_on_mqtt_is_the_off_switch(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """A charger without an off switch over VE.Direct, behind a Tasmota-style relay on MQTT:
+    off at night, on with surplus, each switch confirmed by the relay's state topic."""
+    from tools.sim.mqtt_plug import MqttRelay
+
+    world = make_world(volatile="absent", device_mode="absent")
+    world.profile = lambda t: (0.0, 300.0)
+    with Background(world) as sim:
+        relay = MqttRelay(
+            mosquitto.host,
+            mosquitto.port,
+            lambda on: sim.call(lambda: world.charger.set_mains(on, world.now)),
+            lambda: world.charger.mains,
+        ).start()
+        host, port = sim.endpoints["venus"].rsplit(":", 1)
+        config = mqtt_config(mosquitto)
+        config["control"] = {"mode": "auto", "stale_s": 5}
+        config["venus"] = {"host": host, "port": int(port)}
+        config["plug"] = {
+            "type": "mqtt",
+            "command_topic": relay.command_topic,
+            "state_topic": relay.state_topic,
+        }
+        try:
+            with Firmware(tmp_path, sim.endpoints["charger"], config) as fw:
+                fw.wait_for(lambda st: st["plug"] and st["plug"]["on"] is False, 40, "off")
+                assert not truth(sim)["charger"]["mains"]
+                assert fw.status()["control"]["powered_off"] is True
+                sim.call(lambda: setattr(world, "profile", lambda t: (800.0, 300.0)))
+                fw.wait_for(lambda st: st["plug"]["on"] is True, 30, "on with surplus")
+                assert truth(sim)["charger"]["mains"]
+                fw.wait_for(
+                    lambda st: (st["charger"]["current_a"] or 0) > 8, 40, "charging after power-up"
+                )
+                st = fw.status()
+                assert st["plug"]["switches"] == 2 and st["plug"]["errors"] == 0
+
+                # a relay that switches but never reports: the switch is not believed
+                relay.mute = True
+                sim.call(lambda: setattr(world, "profile", lambda t: (0.0, 300.0)))
+                st = fw.wait_for(lambda st: st["plug"]["errors"] >= 1, 40, "unconfirmed switch")
+                assert "no state" in st["plug"]["last_error"]
+                assert "Traceback" not in fw.read_log()
+        finally:
+            relay.stop()
