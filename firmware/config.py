@@ -92,7 +92,7 @@ SCHEMA = {
         "port": ("int", 1883, 1, 65535),
         "user": ("str", "", 64),
         "password": ("secret", "", 64),
-        "ca_file": ("str", "", 64),  # a CA certificate on the board: TLS to the broker
+        "ca_file": ("str", "", 128),  # a CA certificate (PEM or DER) on the board: TLS
         "client_id": ("str", "", 32),  # empty: the node id (ip22_<serial>)
         "base_topic": ("str", "", 64),  # empty: ip22/<charger serial>
         "update_s": ("float", 5.0, 1.0, 3600.0),  # changes are published this often

@@ -35,6 +35,17 @@ COUNTERS = (
 )
 
 
+def der(certificate):
+    """A CA certificate as DER: MicroPython's ssl takes PEM only NUL-terminated, DER always."""
+    if not certificate.lstrip().startswith(b"-----BEGIN"):
+        return certificate
+    from binascii import a2b_base64
+
+    lines = certificate.split(b"\n")
+    body = [x.strip() for x in lines if x.strip() and not x.startswith(b"-----")]
+    return a2b_base64(b"".join(body))
+
+
 class _Sockets:
     """What umqtt.simple sees as its `socket` module: sockets come with the timeout set, and
     the broker's address is the one resolved before (no DNS lookup per reconnect)."""
@@ -126,7 +137,7 @@ class Session:
         if not self.ca_file:
             return None
         with open(self.ca_file, "rb") as f:
-            ca = f.read()
+            ca = der(f.read())
         import ssl
 
         return {"cert_reqs": ssl.CERT_REQUIRED, "cadata": ca, "server_hostname": self.host}

@@ -19,9 +19,11 @@ from tools.mosquitto import Mosquitto, MosquittoMissing
 AUTH_USERS = {"venus": "secret"}
 
 
-def broker(path: Path, users: dict[str, str] | None = None) -> Mosquitto:
+def broker(
+    path: Path, users: dict[str, str] | None = None, tls: tuple[Path, Path, Path] | None = None
+) -> Mosquitto:
     try:
-        return Mosquitto(path, users)
+        return Mosquitto(path, users, tls)
     except MosquittoMissing as err:
         if IN_CI:
             pytest.fail(str(err))

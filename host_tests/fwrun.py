@@ -60,7 +60,7 @@ class Firmware:
 
     def start(self, timeout: float = 15) -> "Firmware":
         micropython = need_tool("micropython")
-        if not (LIB / "umqtt" / "simple.py").exists():
+        if not (LIB / "ussl.py").exists():
             stage_libs(LIB)
         env = dict(os.environ, MICROPYPATH="%s:.frozen" % LIB)
         args = [micropython, str(FIRMWARE / "main.py"), "--config", str(self.config_path)]

@@ -4,7 +4,10 @@ the Venus stand-in (tools/sim/venus_mqtt.py) through the same broker."""
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
+import subprocess
 import threading
 import time
 import urllib.request
@@ -122,6 +125,12 @@ def test_state_discovery_and_commands(tmp_path: Path, mosquitto: Mosquitto) -> N
         number = json.loads(configs["homeassistant/number/ip22_%s/manual_a/config" % SERIAL])
         assert (number["min"], number["max"]) == (3.0, 12.0)  # the 24/12's range, from it
         assert number["cmd_t"] == BASE + "/set/current"
+
+        # Home Assistant restarted (its birth message): discovery again within 5 s
+        topic = "homeassistant/select/ip22_%s/mode/config" % SERIAL
+        before = watcher.count(topic)
+        watcher.publish("homeassistant/status", "online")
+        watcher.wait(lambda: watcher.count(topic) > before, 10, "rediscovery after HA's birth")
 
         # commands: manual 5 A -> the charger confirms a 5 A limit
         watcher.publish(BASE + "/set/current", "5")
@@ -385,3 +394,43 @@ def test_relay_on_mqtt_is_the_off_switch(tmp_path: Path, mosquitto: Mosquitto) -
                 assert "Traceback" not in fw.read_log()
         finally:
             relay.stop()
+
+
+def certificates(directory: Path, name: str = "ca") -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it (openssl, Debian's)."""
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is missing (./dev test installs it)"
+    ca, ca_key = directory / (name + ".pem"), directory / (name + ".key")
+    cert, key = directory / "server.pem", directory / "server.key"
+    run = functools.partial(subprocess.run, check=True, capture_output=True)
+    run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=" + name, "-keyout", str(ca_key), "-out", str(ca)])  # fmt: skip
+    if name != "ca":
+        return ca, cert, key
+    csr = directory / "server.csr"
+    run([openssl, "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(csr)])  # fmt: skip
+    ext = directory / "ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    run([openssl, "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext)])  # fmt: skip
+    return ca, cert, key
+
+
+def test_tls_with_the_users_ca(tmp_path: Path) -> None:
+    """`mqtt.ca_file`: TLS to the broker, its certificate checked against that CA (PEM); a
+    broker signed by another CA is refused."""
+    from broker import broker
+
+    tls = certificates(tmp_path)
+    stranger, _, _ = certificates(tmp_path, "stranger")
+    with broker(tmp_path / "tls-broker", tls=tls) as mosquitto, Background(make_world()) as sim:
+        config = mqtt_config(mosquitto, ca_file=str(tls[0]))
+        with Firmware(tmp_path, sim.endpoints["charger"], config) as fw:
+            st = fw.wait_for(lambda st: st["mqtt"]["connected"], 30, "a TLS connection")
+            fw.wait_for(lambda st: st["mqtt"]["published"] > 20, 10, "publishing over TLS")
+        config = mqtt_config(mosquitto, ca_file=str(stranger))
+        with Firmware(tmp_path, sim.endpoints["charger"], config) as fw:
+            st = fw.wait_for(lambda st: st["mqtt"]["failures"] >= 1, 30, "the wrong CA refused")
+            assert not st["mqtt"]["connected"]
+            assert "signed" in st["mqtt"]["last_error"] or "cert" in st["mqtt"]["last_error"]

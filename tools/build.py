@@ -69,6 +69,10 @@ def stage_libs(lib: Path, compiled: bool = False, umqtt: bool = True) -> Path:
             compile_mpy(umqtt_source(), package / "simple.mpy")
         else:
             shutil.copy(umqtt_source(), package / "simple.py")
+        # PyPI's 1.3.4 imports `ussl`, which newer Unix ports no longer alias
+        (lib / "ussl.py").write_text(
+            "from ssl import *  # noqa: F403 (umqtt 1.3.4 on the Unix port)\n"
+        )
     return lib
 
 

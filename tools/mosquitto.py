@@ -45,7 +45,13 @@ class Mosquitto:
     """One broker process. The port is chosen once, so `restart()` comes back where clients
     expect it, as a rebooted GX would."""
 
-    def __init__(self, tmp_dir: str | Path, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp_dir: str | Path,
+        users: dict[str, str] | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
+        """`tls`: (CA, certificate, key) files: the listener speaks TLS only."""
         self.binary = mosquitto_path()
         self.dir = Path(tmp_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -63,6 +69,8 @@ class Mosquitto:
             # as root, mosquitto 2 drops to user "mosquitto", which cannot write our tmp_dir
             "user %s" % pwd.getpwuid(os.geteuid()).pw_name,
         ]
+        if tls is not None:
+            lines += ["cafile %s" % tls[0], "certfile %s" % tls[1], "keyfile %s" % tls[2]]
         if users is None:
             lines.append("allow_anonymous true")
         else:
@@ -111,7 +119,7 @@ class Mosquitto:
                 raise RuntimeError(
                     "mosquitto exited with %s:\n%s" % (self.proc.returncode, self.log_tail())
                 )
-            try:
+            try:  # a TCP connect is enough to know it listens, TLS or not
                 socket.create_connection((self._host, self._port), timeout=0.5).close()
                 return
             except OSError:
