@@ -80,6 +80,7 @@ class App:
         self.applied = {"setpoint_a": None, "charging": None}
         self.failed_set = None  # (setpoint, when) of the last set that did not go through
         self.control_errors = 0
+        self.control_steps = 0  # proof of life: the controller decides about 4 times a second
 
     # -- log and persistence -----------------------------------------------------------------
 
@@ -213,6 +214,7 @@ class App:
                 self.log("plug: %s" % err)
         while True:
             self.beat("control")
+            self.control_steps += 1
             try:
                 decision = self.controller.step(ticks_ms(), self.situation())
             except Exception as err:  # a controller bug: fail safe, say why
@@ -441,6 +443,7 @@ class App:
             "powered_off": self.powered_off,
             "charger_note": self.link.last_skip,
             "errors": self.control_errors,
+            "steps": self.control_steps,
         }
 
     def status(self):
