@@ -327,8 +327,18 @@ class Ours:
             self.refreshed = now
 
 
+class PhysicalLimit(Oracle):
+    """The oracle's perfect knowledge and zero latency, but on the charger as it is (time
+    constant, start-up): what no controller that only sets the current can beat. Shown with
+    `--limits`, to tell a controller's shortfall from the physics'."""
+
+    def __init__(self, plant: Plant) -> None:
+        self.p = plant
+
+
 def make(name: str, plant: Plant) -> Any:
     return {
+        "physical_limit": PhysicalLimit,
         "oracle": Oracle,
         "original_script": OriginalScript,
         "original_service": OriginalService,
@@ -414,6 +424,26 @@ def bench(profile: Profile, start: float, end: float) -> dict[str, dict[str, dic
     return out
 
 
+def limits(days: dict[str, tuple[Profile, float, float]]) -> str:
+    """Capture, import share and step response of the physical limit, per day and variant."""
+    lines = [
+        "physical limit of current control (perfect knowledge, no latency, the charger's time"
+        " constant, no off switch faster than it):"
+    ]
+    for day, (profile, start, end) in days.items():
+        for variant in (VOLATILE,):
+            oracle = run(profile, start, end, "oracle", variant)
+            m = run(profile, start, end, "physical_limit", variant)
+            share = m.grid_import_kwh / m.charger_draw_kwh if m.charger_draw_kwh else 0.0
+            step = step_response("physical_limit", variant)
+            lines.append(
+                "  %-8s %-12s capture %5.1f %%  import share %5.2f %%  step %s s"
+                % (day, variant, 100 * m.surplus_used_kwh / oracle.surplus_used_kwh,
+                   100 * share, "never" if step is None else step)
+            )  # fmt: skip
+    return "\n".join(lines)
+
+
 def table(results: dict[str, dict[str, dict[str, Any]]], title: str) -> str:
     cols = [
         ("capture", "capture_ratio", "%.1f %%", 100),
@@ -448,6 +478,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--day", choices=sorted(DAYS), action="append", help="built-in day(s)")
     ap.add_argument("--json", action="store_true", help="one JSON object")
     ap.add_argument(
+        "--limits",
+        action="store_true",
+        help="also the physical limit: perfect knowledge, no latency, the real time constant",
+    )
+    ap.add_argument(
         "--fall-time-constant",
         type=float,
         help="the charger's time constant for falling current (default: 2 s, as rising)",
@@ -466,6 +501,10 @@ def main(argv: list[str] | None = None) -> int:
         results = {"profile": bench(profile, start, end)}
     else:
         results = {day: bench(DAYS[day], 0, 24 * 3600) for day in (args.day or sorted(DAYS))}
+    if args.limits and not args.json:
+        days = {"profile": (profile, start, end)} if args.profile else None
+        print(limits(days or {d: (DAYS[d], 0.0, 24 * 3600.0) for d in (args.day or sorted(DAYS))}))
+        print()
     if args.json:
         print(json.dumps(results["profile"] if args.profile else results))
     else:
