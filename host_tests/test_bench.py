@@ -62,3 +62,22 @@ def test_bad_profile_exits_2(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "missing column" in result.stderr
+
+
+def test_physical_limit_lies_between_the_oracle_and_ours() -> None:
+    """The physical limit (perfect knowledge, no latency, the real time constant) on a cloudy
+    hour: it imports more than the instant oracle and no more than our controller."""
+    sys.path.insert(0, str(ROOT))
+    from tools import bench
+
+    def hour(t: float) -> tuple[float, float]:
+        return (300.0 if int(t // 120) % 2 else 1200.0), 300.0  # a cloud edge every 2 min
+
+    rows = {
+        n: bench.run(hour, 0, 3600, n, bench.VOLATILE)
+        for n in ("oracle", "physical_limit", "ours")
+    }
+    share = {n: m.grid_import_kwh / m.charger_draw_kwh for n, m in rows.items()}
+    assert share["oracle"] < share["physical_limit"] <= share["ours"] * 1.05
+    assert rows["physical_limit"].surplus_used_kwh >= rows["ours"].surplus_used_kwh
+    assert bench.step_response("physical_limit", bench.VOLATILE) > 3.0  # the 2 s time constant
