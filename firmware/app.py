@@ -12,6 +12,7 @@ import config as configuration
 import control
 import plug
 import venus
+import wifi
 
 from ticks import ticks_diff, ticks_ms
 
@@ -73,6 +74,7 @@ class App:
             import mqtt
 
             self.mqtt = mqtt.Mqtt(self, config["mqtt"], self._serial_hint)
+        self.wifi = wifi.Supervisor(board_.radio, config, self.log)
         self.plug = plug.make(config["plug"], lambda: self.mqtt)
         if config["plug"]["type"] == "mqtt" and self.mqtt is None:
             self.log("plug.type mqtt needs the broker in mqtt.host: the plug cannot switch")
@@ -318,7 +320,7 @@ class App:
             asyncio.create_task(self.supervise("mqtt", self.mqtt_task)),
             asyncio.create_task(self.supervise("housekeeping", self.housekeeping_task)),
             asyncio.create_task(self.supervise("web", self.web_task)),
-            asyncio.create_task(self.board.wifi_task(self.config, self.log)),
+            asyncio.create_task(self.supervise("wifi", self.wifi.run)),
             asyncio.create_task(self.watchdog_task()),
         ]
         try:
@@ -388,6 +390,8 @@ class App:
             elif section == "venus" and self._venus_live(clean["venus"]):
                 self.poller.s.update(clean["venus"])
                 self.poller.reconnect()  # with the new settings
+            elif section == "wifi":
+                pass  # the WiFi supervisor follows the new settings by itself
             elif section == "plug":
                 self.plug = plug.make(clean["plug"], lambda: self.mqtt)
             elif section != "admin":
@@ -413,7 +417,7 @@ class App:
 
     def url(self):
         """The status page's address, for Home Assistant's "visit device" link."""
-        ip = self.board.wifi_status().get("ip") or (
+        ip = self.wifi.state.get("ip") or (
             self.http_host if self.http_host not in ("0.0.0.0", "") else None
         )
         if not ip:
@@ -488,7 +492,7 @@ class App:
                 "task_restarts": sum(self.restarts.values()),
                 "link_busy_ms": self.link.busy_us // 1000,
             },
-            "wifi": self.board.wifi_status(),
+            "wifi": self.wifi.state,
             "config": {
                 "source": self.config.source,
                 "safe_mode": self.config.safe_mode,

@@ -85,6 +85,9 @@ class HostBoard:
                 "on the host, say where the charger is: --uart HOST:PORT or a tty path"
             )
         self.uart = uart
+        import wifi
+
+        self.radio = wifi.HostRadio()
 
     async def open_uart(self):
         spec = self.uart
@@ -96,14 +99,8 @@ class HostBoard:
             return StreamPort(reader, writer)
         return _open_tty(spec)
 
-    def wifi_status(self):
-        return {"connected": True, "ssid": None, "ip": None, "note": "host network, no WiFi"}
-
     def unique_id(self):
         return "host"
-
-    async def wifi_task(self, config, log):
-        return
 
     def watchdog(self, timeout_ms):
         return NoWatchdog()
@@ -135,8 +132,7 @@ class Esp32Board:
     def __init__(self, config):
         self.uart_config = config["uart"]
         self._port = None
-        self.wlan = None
-        self._wifi = {"connected": False, "ssid": None, "ip": None, "note": "starting"}
+        self.radio = Esp32Radio(config["hostname"])
 
     async def open_uart(self):
         if self._port is None:  # one UART for the life of the board
@@ -148,51 +144,6 @@ class Esp32Board:
             self._port.close = lambda: None
         return self._port
 
-    def wifi_status(self):
-        return self._wifi
-
-    async def wifi_task(self, config, log):
-        """Keep the station connected: the IDF reconnects by itself; if the link stays down,
-        disconnect and connect again with a growing back-off."""
-        ssid = config["wifi"]["ssid"]
-        self._wifi["ssid"] = ssid
-        if not ssid:
-            self._wifi["note"] = "no WiFi configured"
-            return
-        try:
-            network.hostname(config["hostname"])
-        except (AttributeError, ValueError, OSError):
-            pass
-        wlan = self.wlan = network.WLAN(network.STA_IF)
-        wlan.active(True)
-        wlan.connect(ssid, config["wifi"]["password"])
-        down_since = ticks_ms()
-        backoff = WIFI_RETRY_S
-        while True:
-            if wlan.isconnected():
-                if down_since is not None:
-                    log("WiFi connected to %s" % ssid)
-                down_since = None
-                backoff = WIFI_RETRY_S
-                try:
-                    rssi = wlan.status("rssi")
-                except (ValueError, OSError):
-                    rssi = None
-                self._wifi.update(
-                    connected=True, ip=wlan.ifconfig()[0], rssi=rssi, note="connected"
-                )
-            else:
-                self._wifi.update(connected=False, ip=None, note="status %s" % wlan.status())
-                if down_since is None:
-                    down_since = ticks_ms()
-                    log("WiFi lost")
-                elif ticks_diff(ticks_ms(), down_since) > backoff * 1000:
-                    wlan.disconnect()
-                    wlan.connect(ssid, config["wifi"]["password"])
-                    down_since = ticks_ms()
-                    backoff = min(backoff * 2, WIFI_RETRY_MAX_S)
-            await asyncio.sleep(1)
-
     def watchdog(self, timeout_ms):
         return machine.WDT(timeout=timeout_ms)
 
@@ -201,6 +152,67 @@ class Esp32Board:
 
     def reset(self):
         machine.reset()
+
+
+class Esp32Radio:
+    """network.WLAN, station and access point, for wifi.Supervisor."""
+
+    def __init__(self, hostname):
+        self.hostname = hostname
+        self.sta = None
+        self.ap = None
+
+    def _station(self):
+        if self.sta is None:
+            try:
+                network.hostname(self.hostname)  # before connect(): it is sent then
+            except (AttributeError, ValueError, OSError):
+                pass
+            self.sta = network.WLAN(network.STA_IF)
+            self.sta.active(True)
+            try:
+                self.sta.config(pm=0)  # mains powered: no power save (answers late by seconds)
+            except (ValueError, OSError):
+                pass
+        return self.sta
+
+    def connect(self, ssid, key):
+        self._station().connect(ssid, key)
+
+    def disconnect(self):
+        if self.sta is not None:
+            try:
+                self.sta.disconnect()
+            except OSError:
+                pass
+
+    def isconnected(self):
+        return self.sta is not None and self.sta.isconnected()
+
+    def ip(self):
+        return self.sta.ifconfig()[0] if self.sta is not None else None
+
+    def rssi(self):
+        try:
+            return self.sta.status("rssi")
+        except (AttributeError, ValueError, OSError):
+            return None
+
+    def status(self):
+        return "status %s" % (self.sta.status() if self.sta is not None else "off")
+
+    def access_point(self, on, ssid, key):
+        if self.ap is None:
+            self.ap = network.WLAN(network.AP_IF)
+        if on:
+            try:
+                self.ap.config(essid=ssid, key=key, security=3)  # WPA2-PSK
+            except (TypeError, ValueError):  # before 1.23 the name was authmode
+                self.ap.config(essid=ssid, key=key, authmode=3)
+        self.ap.active(on)
+
+    def mac(self):
+        return self._station().config("mac")
 
 
 def make(config, uart=None):

@@ -15,6 +15,7 @@ SCHEMA = {
     "wifi": {
         "ssid": ("str", "", 32),
         "password": ("secret", "", 64),
+        "ap_password": ("secret", "", 63),  # the board's own access point (8..63 characters)
     },
     "uart": {  # the board's UART to the charger header (ignored on the Unix port)
         "id": ("int", 1, 0, 2),

@@ -68,7 +68,7 @@ def test_config_is_readable_and_secrets_never_leave(running: Any) -> None:
     sim, fw = running
     status, body = call(fw, "GET", "/api/config")
     assert status == 200
-    assert body["config"]["wifi"] == {"ssid": "home", "password": "***"}
+    assert body["config"]["wifi"] == {"ssid": "home", "password": "***", "ap_password": ""}
     assert body["config"]["admin"]["password_hash"] == "***"
     saved = json.loads(fw.config_path.read_text())
     assert saved["admin"]["password_hash"].startswith("sha256$")  # stored hashed

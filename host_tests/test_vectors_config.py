@@ -31,7 +31,7 @@ def test_defaults_are_safe():
     assert d["control"]["mode"] == "off"
     assert d["charger"]["volatile"] == "auto"
     assert d["charger"]["stored_daily_max"] == 150
-    assert d["wifi"] == {"ssid": "", "password": ""}
+    assert d["wifi"] == {"ssid": "", "password": "", "ap_password": ""}
     values, errors = config.validate(d)
     assert errors == [] and values == d
 
@@ -167,7 +167,7 @@ def test_merged_keeps_secrets_sent_back_redacted():
     values = config.defaults()
     values["wifi"]["password"] = "hunter2"
     out = config.merged(values, {"wifi": {"ssid": "home", "password": "***"}, "x": 1})
-    assert out["wifi"] == {"ssid": "home", "password": "hunter2"}
+    assert out["wifi"] == {"ssid": "home", "password": "hunter2", "ap_password": ""}
     assert out["x"] == 1 and config.validate(out)[1] == ["x: unknown setting"]
     out = config.merged(values, {"wifi": {"password": "new"}})
     assert out["wifi"]["password"] == "new" and values["wifi"]["password"] == "hunter2"

@@ -1,0 +1,462 @@
+"""Install the adapter's firmware on an ESP32 running MicroPython, over USB, with mpremote.
+
+    python tools/flash.py                                   # find the board, install, configure
+    python tools/flash.py --micropython ESP32_GENERIC_C3-v1.29.0.bin --erase   # MicroPython first
+    python tools/flash.py --wifi-ssid Home --wifi-password ... --venus-host 192.168.1.20
+    python tools/flash.py --dry-run                         # every step, nothing done
+
+Steps: find the board (USB id, then MicroPython answering), optionally write MicroPython with
+esptool, read the board's MicroPython version and .mpy ABI, compile firmware/ with mpy-cross
+(main.py stays source), copy only what changed (sha256 compared on the board), microdot into
+/lib (umqtt.simple is frozen in the official images), write config.json (validated by the
+firmware's own config.py; the admin password hashed here, never sent in clear; an existing
+config is kept unless --reset-config), reset, wait for the firmware's start banner and print
+the address.
+
+Exit codes: 0 done; 2 a bad option or setting (nothing written); 3 no board, or several (say
+which with --port); 4 not an ESP32, or an unsupported MicroPython; 5 the board's filesystem
+is full, or a copy failed; 6 the firmware did not start; 7 esptool failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import hashlib
+import json
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "firmware"))
+
+import auth  # noqa: E402  (the firmware's own: the hash the board will check)
+import config as fwconfig  # noqa: E402  (the firmware's own validation)
+
+from tools.build import compile_mpy, microdot_sources, umqtt_source  # noqa: E402
+
+OK, BAD_OPTION, NO_BOARD, WRONG_BOARD, COPY_FAILED, NO_START, ESPTOOL_FAILED = 0, 2, 3, 4, 5, 6, 7
+SUPPORTED = ((1, 22), (1, 29))  # MicroPython versions the firmware is known to fit (.mpy 6)
+MPY_MAJOR = 6
+USB_IDS = {  # vid:pid -> what it is
+    (0x303A, 0x1001): "ESP32-C3/S3 USB Serial/JTAG",
+    (0x303A, 0x4001): "Espressif USB (MicroPython TinyUSB)",
+    (0x10C4, 0xEA60): "CP210x",
+    (0x1A86, 0x7523): "CH340",
+    (0x1A86, 0x55D4): "CH9102",
+    (0x0403, 0x6001): "FTDI",
+}
+FLASH_OFFSET = {"esp32c3": "0x0", "esp32s3": "0x0", "esp32": "0x1000"}
+SOURCE_FILES = ("main.py",)  # stay source: MicroPython runs main.py, not main.mpy
+BANNER = "IP22 adapter "
+START_TIMEOUT_S = 60
+
+
+class Failure(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- the board ---------------------------------------------------------------------------------
+
+
+class Board:
+    """mpremote against one port; every call a subprocess with a timeout."""
+
+    def __init__(self, port: str, dry_run: bool = False) -> None:
+        self.port = port
+        self.dry_run = dry_run
+
+    def mpremote(self, *args: str, timeout: float = 60) -> str:
+        command = [sys.executable, "-m", "mpremote", "connect", self.port, *args]
+        if self.dry_run:
+            say("would run: mpremote connect %s %s" % (self.port, " ".join(args)))
+            return ""
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Failure(NO_BOARD, "the board at %s did not answer in %d s" % (self.port, timeout))
+        if done.returncode:
+            raise Failure(COPY_FAILED, "mpremote %s: %s" % (args[0], (done.stderr or done.stdout)))
+        return done.stdout
+
+    def evaluate(self, expression: str) -> Any:
+        out = self.mpremote("exec", "import json\nprint(json.dumps(%s))" % expression)
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def find_ports() -> list[tuple[str, str]]:
+    """(device, what) for every serial port with a known ESP32/USB-serial id."""
+    from serial.tools import list_ports
+
+    found = []
+    for p in list_ports.comports():
+        if p.vid is None:
+            continue
+        what = USB_IDS.get((p.vid, p.pid)) or ("Espressif" if p.vid == 0x303A else None)
+        if what:
+            found.append((p.device, "%s (%04x:%04x)" % (what, p.vid, p.pid)))
+    return found
+
+
+def answers(port: str) -> bool:
+    try:
+        Board(port).mpremote("eval", "1+1", timeout=10)
+        return True
+    except Failure:
+        return False
+
+
+def choose_port(port: str) -> str:
+    if port != "auto":
+        return port
+    candidates = find_ports()
+    if not candidates:
+        raise Failure(NO_BOARD, "no ESP32 board found on USB (is the cable a data cable?)")
+    alive = [(d, w) for d, w in candidates if answers(d)]
+    if len(alive) == 1:
+        return alive[0][0]
+    listing = "\n".join("  %s  %s" % c for c in (alive or candidates))
+    if not alive:
+        raise Failure(
+            NO_BOARD,
+            "found a board but MicroPython does not answer on it:\n%s\n"
+            "install MicroPython first: --micropython FILE.bin --erase" % listing,
+        )
+    raise Failure(NO_BOARD, "several boards answer:\n%s\nwhich one? say --port DEVICE" % listing)
+
+
+def board_info(board: Board) -> dict[str, Any]:
+    return board.evaluate(
+        "{'version': list(__import__('sys').implementation.version[:3]),"
+        " 'mpy': __import__('sys').implementation._mpy & 0xff,"
+        " 'machine': __import__('os').uname().machine,"
+        " 'free': (lambda s: s[0] * s[3])(__import__('os').statvfs('/'))}"
+    )
+
+
+def check_board(info: dict[str, Any], chip: str) -> None:
+    version = tuple(info["version"][:2])
+    machine = info["machine"]
+    if chip == "unix":
+        if "ESP32" in machine.upper():
+            raise Failure(WRONG_BOARD, "--chip unix, but the board is %s" % machine)
+    elif "ESP32" not in machine.upper():
+        raise Failure(WRONG_BOARD, "not an ESP32: the board says %r" % machine)
+    elif chip != "auto" and chip.upper().replace("ESP32", "ESP32") not in machine.upper():
+        raise Failure(WRONG_BOARD, "--chip %s, but the board is %s" % (chip, machine))
+    if info["mpy"] != MPY_MAJOR or not SUPPORTED[0] <= version <= SUPPORTED[1]:
+        raise Failure(
+            WRONG_BOARD,
+            "MicroPython %s (.mpy %s) is not supported: use %d.%d to %d.%d"
+            % (".".join(map(str, info["version"])), info["mpy"], *SUPPORTED[0], *SUPPORTED[1]),
+        )
+
+
+# -- what goes on the board --------------------------------------------------------------------
+
+
+def bundle(build: Path, chip: str) -> dict[str, Path]:
+    """board path -> local file: firmware as .mpy (main.py as source), the page, microdot.
+    For the Unix port acting as a board, umqtt.simple too (the ESP32 has it frozen)."""
+    files: dict[str, Path] = {}
+    firmware = ROOT / "firmware"
+    for source in sorted(firmware.glob("*.py")):
+        if source.name in SOURCE_FILES:
+            files[source.name] = source
+            continue
+        target = build / (source.stem + ".mpy")
+        compile_mpy(source, target)
+        files[target.name] = target
+    for page in sorted((firmware / "static").iterdir()):
+        files["static/" + page.name] = page
+    for source in microdot_sources():
+        target = build / "lib" / "microdot" / (source.stem + ".mpy")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        compile_mpy(source, target)
+        files["lib/microdot/" + target.name] = target
+    if chip == "unix":
+        target = build / "lib" / "umqtt" / "simple.mpy"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        compile_mpy(umqtt_source(), target)
+        files["lib/umqtt/simple.mpy"] = target
+        init = build / "lib" / "umqtt" / "__init__.py"
+        init.write_text("")
+        files["lib/umqtt/__init__.py"] = init
+        ussl = build / "lib" / "ussl.py"
+        ussl.write_text("from ssl import *  # noqa: F403\n")
+        files["lib/ussl.py"] = ussl
+    return files
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+HASH_SCRIPT = """
+import json, hashlib, binascii
+out = {}
+for name in %s:
+    try:
+        h = hashlib.sha256()
+        with open(name, 'rb') as f:
+            while True:
+                b = f.read(1024)
+                if not b:
+                    break
+                h.update(b)
+        out[name] = binascii.hexlify(h.digest()).decode()
+    except OSError:
+        out[name] = None
+print(json.dumps(out))
+"""
+
+
+def board_hashes(board: Board, names: list[str]) -> dict[str, str | None]:
+    out = board.mpremote("exec", HASH_SCRIPT % json.dumps(names))
+    return json.loads(out.strip().splitlines()[-1]) if out else {}
+
+
+def copy(board: Board, files: dict[str, Path], changed: list[str], stale: list[str]) -> None:
+    folders = sorted({str(Path(n).parent) for n in changed if "/" in n})
+    args: list[str] = []
+    made: set[str] = set()
+    for folder in folders:
+        parts = folder.split("/")
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if sub not in made:
+                made.add(sub)
+                args += ["exec", "import os\ntry:\n os.mkdir(%r)\nexcept OSError:\n pass" % sub, "+"]
+    for name in stale:
+        args += ["exec", "import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass" % name, "+"]
+    for name in changed:
+        args += ["fs", "cp", str(files[name]), ":" + name, "+"]
+    if args:
+        board.mpremote(*args[:-1], timeout=300)
+
+
+# -- config.json -------------------------------------------------------------------------------
+
+
+def config_from(args: argparse.Namespace, prompt: bool) -> tuple[dict[str, Any], str]:
+    """(validated config values, the access point's password) from options and prompts."""
+    values = fwconfig.defaults()
+
+    def ask(value: str | None, question: str, secret: bool = False) -> str | None:
+        if value is not None or not prompt:
+            return value
+        answer = getpass.getpass(question) if secret else input(question)
+        return answer or None
+
+    ssid = ask(args.wifi_ssid, "WiFi name (empty: set it later from the access point): ")
+    if ssid:
+        values["wifi"]["ssid"] = ssid
+        values["wifi"]["password"] = ask(args.wifi_password, "WiFi password: ", True) or ""
+    venus = ask(args.venus_host, "Venus GX address (empty: none yet): ")
+    if venus:
+        values["venus"]["host"] = venus
+        values["venus"]["unit"] = args.venus_unit
+        values["venus"]["source"] = args.venus_source
+    if args.max_current is not None:
+        values["charger"]["max_current_a"] = args.max_current
+    password = ask(args.admin_password, "admin password for changes (empty: none): ", True)
+    if password:
+        values["admin"]["password_hash"] = auth.make_hash(password)
+    ap_password = args.ap_password or secrets.token_urlsafe(9)
+    values["wifi"]["ap_password"] = ap_password
+    for item in args.set or []:
+        key, _, raw = item.partition("=")
+        section, _, field = key.partition(".")
+        if not field or section not in values or not isinstance(values[section], dict):
+            raise Failure(BAD_OPTION, "--set %s: say SECTION.FIELD=VALUE" % item)
+        try:
+            values[section][field] = json.loads(raw)
+        except ValueError:
+            values[section][field] = raw  # plain text
+    clean, errors = fwconfig.validate(values)
+    if errors:
+        raise Failure(BAD_OPTION, "config: " + "; ".join(errors))
+    return clean, ap_password
+
+
+# -- after the copy ----------------------------------------------------------------------------
+
+
+def wait_for_start(port: str, timeout: float) -> list[str]:
+    """Reset the board and read its console: the firmware's banner, its web server, and how
+    it is reached (the home WiFi's address, or its own access point)."""
+    import serial
+
+    lines: list[str] = []
+    with serial.serial_for_url(port, baudrate=115200, timeout=0.2) as con:
+        con.write(b"\r\x03\x03")  # stop whatever runs: the friendly REPL
+        time.sleep(0.3)
+        con.reset_input_buffer()
+        con.write(b"import machine; machine.reset()\r")
+        deadline = time.monotonic() + timeout
+        served = None  # when "HTTP on" came
+        buffer = b""
+        while time.monotonic() < deadline:
+            buffer += con.read(512)
+            *complete, buffer = buffer.split(b"\n")
+            lines += [raw.decode(errors="replace").rstrip() for raw in complete]
+            started = any(BANNER in x for x in lines)
+            if started and served is None and any("HTTP on" in x for x in lines):
+                served = time.monotonic()
+            reached = any("WiFi connected to" in x or "access point" in x for x in lines)
+            if served is not None and (reached or time.monotonic() - served > 20):
+                return lines
+    raise Failure(
+        NO_START, "the firmware did not start in %d s:\n%s" % (timeout, "\n".join(lines[-20:]))
+    )
+
+
+def address(lines: list[str], http_port: int) -> str:
+    for line in lines:
+        if "WiFi connected to" in line:
+            ip = line.rsplit(",", 1)[-1].strip()
+            return "http://%s/" % ip if http_port == 80 else "http://%s:%d/" % (ip, http_port)
+    for line in lines:
+        if "access point" in line and "http://" in line:
+            return "http://192.168.4.1/ (join the access point %s first)" % line.split()[3]
+    return "(address unknown: see the board's log above)"
+
+
+# -- the steps ---------------------------------------------------------------------------------
+
+
+def flash_micropython(port: str, image: Path, chip: str, erase: bool, dry_run: bool) -> None:
+    if not image.is_file():
+        raise Failure(BAD_OPTION, "%s: no such file" % image)
+    chip = "esp32c3" if chip in ("auto", "unix") else chip
+    base = [sys.executable, "-m", "esptool", "--chip", chip, "--port", port]
+    steps = []
+    if erase:
+        steps.append(base + ["erase-flash"])
+    steps.append(base + ["--baud", "460800", "write-flash", FLASH_OFFSET[chip], str(image)])
+    for step in steps:
+        say("esptool: %s" % " ".join(step[3:]))
+        if not dry_run and subprocess.run(step).returncode:
+            raise Failure(ESPTOOL_FAILED, "esptool failed (is the board in download mode?)")
+    if not dry_run:
+        time.sleep(3)  # the first boot formats the filesystem
+
+
+def install(args: argparse.Namespace) -> int:
+    prompt = sys.stdin.isatty() and not args.no_prompt and not args.dry_run
+    values, ap_password = config_from(args, prompt)  # a bad value stops here: nothing written
+    if args.dry_run and args.port == "auto":
+        say("would find the board: a USB id of %s, and MicroPython answering on it"
+            % ", ".join("%04x:%04x" % i for i in USB_IDS))  # fmt: skip
+    port = args.port if args.dry_run else choose_port(args.port)
+    if args.micropython:
+        flash_micropython(port, Path(args.micropython), args.chip, args.erase, args.dry_run)
+    board = Board(port, args.dry_run)
+    say("board: %s" % port)
+    if not args.dry_run:
+        info = board_info(board)
+        say(
+            "MicroPython %s on %s, .mpy %d, %d kB free"
+            % (".".join(map(str, info["version"])), info["machine"], info["mpy"],
+               info["free"] // 1024)
+        )  # fmt: skip
+        check_board(info, args.chip)
+    build = ROOT / "build" / "flash"
+    if build.exists():
+        shutil.rmtree(build)
+    build.mkdir(parents=True)
+    files = bundle(build, args.chip)
+    names = sorted(files)
+    hashes = {} if args.dry_run else board_hashes(board, names + [n[:-4] + ".py" for n in names
+                                                                     if n.endswith(".mpy")])
+    changed = [n for n in names if hashes.get(n) != sha256(files[n])]
+    stale = sorted(n for n, h in hashes.items() if h and n not in files)  # .py beside our .mpy
+    size = sum(files[n].stat().st_size for n in changed)
+    if args.dry_run:
+        changed, stale = names, []
+        say("would compile %d files with mpy-cross, then copy only those whose sha256 differs:"
+            % len([n for n in names if n.endswith(".mpy")]))  # fmt: skip
+        for name in names:
+            say("  %s" % name)
+    else:
+        say("%d of %d files changed (%d kB)" % (len(changed), len(names), size // 1024))
+        if size > info["free"] - 16384:
+            raise Failure(COPY_FAILED, "the board's filesystem is full: %d kB needed, %d kB free"
+                          % (size // 1024, info["free"] // 1024))  # fmt: skip
+        copy(board, files, changed, stale)
+    has_config = False if args.dry_run else board_hashes(board, ["config.json"])["config.json"]
+    if args.dry_run:
+        say("would write config.json (unless the board has one and --reset-config is not given)")
+    elif has_config and not args.reset_config:
+        say("config.json on the board is kept (--reset-config replaces it)")
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "config.json"
+            path.write_text(json.dumps(values))
+            board.mpremote("fs", "cp", str(path), ":config.json")
+        say("config.json written; the access point's password: %s" % ap_password)
+    if args.dry_run:
+        say("would reset the board and wait for its banner %r" % BANNER)
+        return OK
+    lines = wait_for_start(port, args.timeout)
+    for line in lines[-8:]:
+        say("  | " + line)
+    say("the adapter runs: %s" % address(lines, values["http"]["port"]))
+    return OK
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="exit codes: 0 done, 2 bad option or setting, 3 no board or several, 4 not an"
+        " ESP32 or unsupported MicroPython, 5 filesystem full or copy failed, 6 the firmware did"
+        " not start, 7 esptool failed",
+    )
+    ap.add_argument("--port", default="auto", help="auto, a device, or socket://HOST:PORT")
+    ap.add_argument("--chip", default="auto", choices=["auto", "esp32c3", "esp32s3", "esp32",
+                                                       "unix"], help="unix: the Unix port as a board (tests)")  # fmt: skip
+    ap.add_argument("--micropython", metavar="FILE.bin", help="write MicroPython first (esptool)")
+    ap.add_argument("--erase", action="store_true", help="erase the flash before --micropython")
+    ap.add_argument("--wifi-ssid")
+    ap.add_argument("--wifi-password")
+    ap.add_argument("--ap-password", help="the board's own access point (default: random)")
+    ap.add_argument("--venus-host")
+    ap.add_argument("--venus-unit", type=int, default=100)
+    ap.add_argument("--venus-source", default="sum", choices=["sum", "L1", "L2", "L3"])
+    ap.add_argument("--max-current", type=float, help="your battery's limit in A")
+    ap.add_argument("--admin-password")
+    ap.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                    help="any other setting, e.g. --set mqtt.host=192.168.1.5")  # fmt: skip
+    ap.add_argument("--reset-config", action="store_true", help="replace the board's config")
+    ap.add_argument("--no-prompt", action="store_true", help="never ask: options only")
+    ap.add_argument("--timeout", type=float, default=START_TIMEOUT_S)
+    ap.add_argument("--dry-run", action="store_true", help="print every step, do nothing")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        return install(args)
+    except Failure as err:
+        print("flash: %s" % err, file=sys.stderr)
+        return err.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
