@@ -8,7 +8,6 @@ stream to the simulator, a TCP "host:port" or a pty/tty path, and there is no Wi
 import asyncio
 import gc
 
-from ticks import ticks_diff, ticks_ms
 
 try:
     import machine

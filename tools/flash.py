@@ -83,7 +83,7 @@ class Board:
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise Failure(NO_BOARD, "the board at %s did not answer in %d s" % (self.port, timeout))
+            raise Failure(NO_BOARD, "%s did not answer in %d s" % (self.port, timeout)) from None
         if done.returncode:
             raise Failure(COPY_FAILED, "mpremote %s: %s" % (args[0], (done.stderr or done.stdout)))
         return done.stdout
@@ -239,7 +239,8 @@ def copy(board: Board, files: dict[str, Path], changed: list[str], stale: list[s
             sub = "/".join(parts[:i])
             if sub not in made:
                 made.add(sub)
-                args += ["exec", "import os\ntry:\n os.mkdir(%r)\nexcept OSError:\n pass" % sub, "+"]
+                mkdir = "import os\ntry:\n os.mkdir(%r)\nexcept OSError:\n pass" % sub
+                args += ["exec", mkdir, "+"]
     for name in stale:
         args += ["exec", "import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass" % name, "+"]
     for name in changed:
@@ -426,8 +427,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         " not start, 7 esptool failed",
     )
     ap.add_argument("--port", default="auto", help="auto, a device, or socket://HOST:PORT")
-    ap.add_argument("--chip", default="auto", choices=["auto", "esp32c3", "esp32s3", "esp32",
-                                                       "unix"], help="unix: the Unix port as a board (tests)")  # fmt: skip
+    ap.add_argument(
+        "--chip",
+        default="auto",
+        choices=["auto", "esp32c3", "esp32s3", "esp32", "unix"],
+        help="unix: the MicroPython Unix port acting as a board (tests)",
+    )
     ap.add_argument("--micropython", metavar="FILE.bin", help="write MicroPython first (esptool)")
     ap.add_argument("--erase", action="store_true", help="erase the flash before --micropython")
     ap.add_argument("--wifi-ssid")
