@@ -10,6 +10,7 @@ import board
 import charger
 import config as configuration
 import control
+import ota
 import plug
 import venus
 import wifi
@@ -26,6 +27,7 @@ BEAT_STALE_MS = 30000  # a task that has not reported for this long is hung
 TASK_RESTART_S = 5
 RETRY_MS = 10000
 CONTROL_PERIOD_S = 0.25  # fresh grid values arrive about once a second: react within this
+HEALTHY_S = 60  # an update that has run this long (with the watchdog fed) is kept
 
 
 class App:
@@ -75,6 +77,8 @@ class App:
 
             self.mqtt = mqtt.Mqtt(self, config["mqtt"], self._serial_hint)
         self.wifi = wifi.Supervisor(board_.radio, config, self.log)
+        root = config_path.rsplit("/", 1)[0] if "/" in config_path else ""
+        self.ota = ota.Updater(root)  # beside config.json: the board's root
         self.plug = plug.make(config["plug"], lambda: self.mqtt)
         if config["plug"]["type"] == "mqtt" and self.mqtt is None:
             self.log("plug.type mqtt needs the broker in mqtt.host: the plug cannot switch")
@@ -82,6 +86,7 @@ class App:
         self.applied = {"setpoint_a": None, "charging": None}
         self.failed_set = None  # (setpoint, when) of the last set that did not go through
         self.control_errors = 0
+        self._confirmed = False
         self.control_steps = 0  # proof of life: the controller decides about 4 times a second
 
     # -- log and persistence -----------------------------------------------------------------
@@ -284,6 +289,13 @@ class App:
                 self.heap["peak_used"] = used
             self.persist()
             self.sample()
+            if self.uptime_s() >= HEALTHY_S and not self._confirmed:
+                self._confirmed = True  # it has run a while with every task alive: it stays
+                try:
+                    if ota.confirm(self.ota.state_path):
+                        self.log("this firmware is confirmed: no rollback")
+                except OSError as err:
+                    self.log("could not confirm the update: %s" % err)
             await asyncio.sleep(HOUSEKEEPING_S)
 
     async def watchdog_task(self):
@@ -412,6 +424,19 @@ class App:
             and (new["protocol"] == "modbus" or new["portal_id"] == old["portal_id"])
         )
 
+    def ota_step(self, step):
+        """An update step from the web API: its result, or the error response."""
+        try:
+            result = step()
+        except Exception as err:  # UpdateError, or the filesystem
+            return self.ota_failed(err)
+        return result if result is not None else self.ota.status()
+
+    def ota_failed(self, err):
+        self.ota.last_error = "%s: %s" % (type(err).__name__, err)
+        self.log("update refused: %s" % self.ota.last_error)
+        return {"error": self.ota.last_error}, 400
+
     def version(self):
         return VERSION
 
@@ -470,6 +495,7 @@ class App:
             "control": self.control_status(),
             "plug": self.plug.status() if self.plug.configured else None,
             "mqtt": self.mqtt.status() if self.mqtt else None,
+            "ota": self.ota.status(),
             "energy": {
                 "charged_kwh": round(self.energy["charged_wh"] / 1000, 3),
                 "grid_kwh": round(self.energy["grid_wh"] / 1000, 3),

@@ -154,12 +154,15 @@ class Poller:
 
     async def read(self, unit, address, count):
         """One request and its reply, strictly checked."""
+        reader, writer = self._reader, self._writer  # reconnect() may close them meanwhile
+        if reader is None or writer is None:
+            raise ModbusError(CLOSED, "not connected")
         self.tid = (self.tid + 1) & 0xFFFF
         function = self.s["function"]
-        self._writer.write(build_read(self.tid, unit, function, address, count))
-        await self._writer.drain()
-        header = await self._reader.readexactly(7)
-        pdu = await self._reader.readexactly(parse_header(header, self.tid, unit))
+        writer.write(build_read(self.tid, unit, function, address, count))
+        await writer.drain()
+        header = await reader.readexactly(7)
+        pdu = await reader.readexactly(parse_header(header, self.tid, unit))
         return parse_pdu(pdu, function, count)
 
     async def _timed(self, unit, address, count):

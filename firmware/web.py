@@ -8,10 +8,13 @@ import auth
 import config as configuration
 from microdot import Microdot, Request, send_file
 
-# bounded requests: a request line or header over 1 kB, or a body over 4 kB, is refused
+# bounded requests: a request line or header over 1 kB, or a body over 4 kB, is refused; only
+# an update's file may be longer, and it is streamed to flash, never held in memory
+MAX_BODY = 4096
 Request.max_readline = 1024
-Request.max_content_length = 4096
-Request.max_body_length = 4096
+Request.max_content_length = 262144  # ota.MAX_FILE_BYTES; everything else: MAX_BODY (below)
+Request.max_body_length = MAX_BODY
+OTA_FILE = "/api/ota/file/"
 WRONG_PASSWORD_DELAY_S = 1
 STATIC = (__file__.rsplit("/", 1)[0] + "/" if "/" in __file__ else "") + "static/"
 
@@ -42,6 +45,44 @@ def make_app(app):
             return json.loads(request.body.decode()), None
         except (ValueError, UnicodeError):
             return None, ({"error": "the body is not valid JSON"}, 400)
+
+    @server.before_request
+    async def bounded(request):
+        if request.content_length > MAX_BODY and not request.path.startswith(OTA_FILE):
+            return {"error": "the body is over %d bytes" % MAX_BODY}, 413
+
+    @server.get("/api/ota")
+    async def ota_status(request):
+        return app.ota.status()
+
+    @server.post("/api/ota/begin")
+    async def ota_begin(request):
+        manifest, bad = await change_body(request)
+        if bad:
+            return bad
+        return app.ota_step(lambda: app.ota.begin(manifest))
+
+    @server.put("/api/ota/file/<path:name>")
+    async def ota_file(request, name):
+        refused = await authorised(request)
+        if refused:
+            return refused
+        try:
+            await app.ota.receive(name, request.stream, request.content_length)
+        except Exception as err:  # UpdateError, or the client went away, or the flash is full
+            return app.ota_failed(err)
+        return {"received": name}
+
+    @server.post("/api/ota/commit")
+    async def ota_commit(request):
+        refused = await authorised(request)
+        if refused:
+            return refused
+        result = app.ota_step(app.ota.commit)
+        if isinstance(result, tuple):
+            return result
+        asyncio.create_task(app.reboot())
+        return {"rebooting": True, "active": result["active"], "version": result["version"]}
 
     @server.get("/")
     async def page(request):

@@ -15,7 +15,10 @@ the address.
 
 Exit codes: 0 done; 2 a bad option or setting (nothing written); 3 no board, or several (say
 which with --port); 4 not an ESP32, or an unsupported MicroPython; 5 the board's filesystem
-is full, or a copy failed; 6 the firmware did not start; 7 esptool failed.
+is full, or a copy failed; 6 the firmware did not start; 7 esptool failed; 8 the update over
+the air was refused, or the board did not come back with it.
+
+    python tools/flash.py --ota http://192.168.1.50 --admin-password ...   # over WiFi
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import config as fwconfig  # noqa: E402  (the firmware's own validation)
 from tools.build import compile_mpy, microdot_sources, umqtt_source  # noqa: E402
 
 OK, BAD_OPTION, NO_BOARD, WRONG_BOARD, COPY_FAILED, NO_START, ESPTOOL_FAILED = 0, 2, 3, 4, 5, 6, 7
+UPDATE_FAILED = 8
 SUPPORTED = ((1, 22), (1, 29))  # MicroPython versions the firmware is known to fit (.mpy 6)
 MPY_MAJOR = 6
 USB_IDS = {  # vid:pid -> what it is
@@ -55,6 +59,7 @@ USB_IDS = {  # vid:pid -> what it is
 }
 FLASH_OFFSET = {"esp32c3": "0x0", "esp32s3": "0x0", "esp32": "0x1000"}
 SOURCE_FILES = ("main.py",)  # stay source: MicroPython runs main.py, not main.mpy
+BOOTSTRAP = "bootstrap.py"  # the board's /main.py: runs app_a or app_b, never updated
 BANNER = "IP22 adapter "
 START_TIMEOUT_S = 60
 
@@ -168,12 +173,14 @@ def check_board(info: dict[str, Any], chip: str) -> None:
 # -- what goes on the board --------------------------------------------------------------------
 
 
-def bundle(build: Path, chip: str) -> dict[str, Path]:
-    """board path -> local file: firmware as .mpy (main.py as source), the page, microdot.
-    For the Unix port acting as a board, umqtt.simple too (the ESP32 has it frozen)."""
+def app_files(build: Path, firmware: Path = ROOT / "firmware") -> dict[str, Path]:
+    """The application directory's files (what an update replaces): firmware/ as .mpy, its
+    main.py as source, the page."""
     files: dict[str, Path] = {}
-    firmware = ROOT / "firmware"
+    build.mkdir(parents=True, exist_ok=True)
     for source in sorted(firmware.glob("*.py")):
+        if source.name == BOOTSTRAP:
+            continue
         if source.name in SOURCE_FILES:
             files[source.name] = source
             continue
@@ -182,6 +189,16 @@ def bundle(build: Path, chip: str) -> dict[str, Path]:
         files[target.name] = target
     for page in sorted((firmware / "static").iterdir()):
         files["static/" + page.name] = page
+    return files
+
+
+def bundle(build: Path, chip: str, app_dir: str) -> dict[str, Path]:
+    """board path -> local file: the bootstrap as /main.py, the application in `app_dir`,
+    microdot in /lib. For the Unix port acting as a board, umqtt.simple too (the ESP32 has
+    it frozen)."""
+    files = {"main.py": ROOT / "firmware" / BOOTSTRAP}
+    for name, path in app_files(build / "app").items():
+        files[app_dir + "/" + name] = path
     for source in microdot_sources():
         target = build / "lib" / "microdot" / (source.stem + ".mpy")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -227,6 +244,17 @@ print(json.dumps(out))
 def board_hashes(board: Board, names: list[str]) -> dict[str, str | None]:
     out = board.mpremote("exec", HASH_SCRIPT % json.dumps(names))
     return json.loads(out.strip().splitlines()[-1]) if out else {}
+
+
+def active_dir(board: Board) -> str:
+    """The application directory the board runs (ota.json), app_a on a new board."""
+    out = board.mpremote(
+        "exec",
+        "import json\ntry:\n print(json.loads(open('ota.json').read())['active'])\n"
+        "except Exception:\n print('app_a')",
+    )
+    active = out.strip().splitlines()[-1] if out.strip() else "app_a"
+    return active if active in ("app_a", "app_b") else "app_a"
 
 
 def copy(board: Board, files: dict[str, Path], changed: list[str], stale: list[str]) -> None:
@@ -356,6 +384,74 @@ def flash_micropython(port: str, image: Path, chip: str, erase: bool, dry_run: b
         time.sleep(3)  # the first boot formats the filesystem
 
 
+def http(url: str, password: str, method: str = "GET", body: bytes | None = None) -> Any:
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": "Bearer " + password}
+    if body is not None:
+        headers["Content-Type"] = "application/octet-stream"
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.load(answer)
+    except urllib.error.HTTPError as err:
+        detail = err.read().decode(errors="replace")[:300]
+        raise Failure(UPDATE_FAILED, "%s %s: %s %s" % (method, url, err.code, detail)) from None
+    except OSError as err:
+        raise Failure(UPDATE_FAILED, "%s %s: %s" % (method, url, err)) from None
+
+
+def update_over_the_air(args: argparse.Namespace) -> int:
+    """Send the application bundle to a running adapter; it checks every file, switches and
+    restarts, and goes back by itself if the new one does not come up healthy."""
+    base = args.ota.rstrip("/")
+    password = args.admin_password or (getpass.getpass("admin password: ") if sys.stdin.isatty()
+                                       else "")  # fmt: skip
+    build = ROOT / "build" / "ota"
+    if build.exists():
+        shutil.rmtree(build)
+    files = app_files(build, Path(args.firmware))
+    digest = hashlib.sha256("".join(sha256(p) for p in files.values()).encode()).hexdigest()
+    version = "%s+%s" % (firmware_version(Path(args.firmware)), digest[:8])
+    manifest = {"version": version, "files": {n: sha256(p) for n, p in files.items()}}
+    say("update %s: %d files, %d kB" % (version, len(files),
+                                       sum(p.stat().st_size for p in files.values()) // 1024))
+    if args.dry_run:
+        for name in sorted(files):
+            say("would send %s" % name)
+        say("would commit, and wait for %s to come back with it" % base)
+        return OK
+    http(base + "/api/ota/begin", password, "POST", json.dumps(manifest).encode())
+    for name, path in files.items():
+        http(base + "/api/ota/file/" + name, password, "PUT", path.read_bytes())
+    result = http(base + "/api/ota/commit", password, "POST", b"{}")
+    say("sent; the board restarts into %s" % result["active"])
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        try:
+            status = http(base + "/api/status", password)
+        except Failure:
+            continue  # restarting
+        running = status["ota"]
+        if running["running"] == result["active"] and running["version"] == version:
+            say("the board runs %s (on trial until it has run healthy for a minute)" % version)
+            return OK
+        if running.get("rolled_back") and running["running"] != result["active"]:
+            raise Failure(UPDATE_FAILED, "the new firmware did not start: rolled back")
+    raise Failure(UPDATE_FAILED, "the board did not come back with %s in %d s"
+                  % (version, args.timeout))  # fmt: skip
+
+
+def firmware_version(firmware: Path = ROOT / "firmware") -> str:
+    import re
+
+    text = (firmware / "app.py").read_text()
+    found = re.search(r'^VERSION = "([^"]+)"', text, re.M)
+    return found.group(1) if found else "?"
+
+
 def install(args: argparse.Namespace) -> int:
     prompt = sys.stdin.isatty() and not args.no_prompt and not args.dry_run
     values, ap_password = config_from(args, prompt)  # a bad value stops here: nothing written
@@ -379,7 +475,8 @@ def install(args: argparse.Namespace) -> int:
     if build.exists():
         shutil.rmtree(build)
     build.mkdir(parents=True)
-    files = bundle(build, args.chip)
+    app_dir = "app_a" if args.dry_run else active_dir(board)
+    files = bundle(build, args.chip, app_dir)
     names = sorted(files)
     hashes = {} if args.dry_run else board_hashes(board, names + [n[:-4] + ".py" for n in names
                                                                      if n.endswith(".mpy")])
@@ -424,7 +521,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         epilog="exit codes: 0 done, 2 bad option or setting, 3 no board or several, 4 not an"
         " ESP32 or unsupported MicroPython, 5 filesystem full or copy failed, 6 the firmware did"
-        " not start, 7 esptool failed",
+        " not start, 7 esptool failed, 8 the update over the air failed",
     )
     ap.add_argument("--port", default="auto", help="auto, a device, or socket://HOST:PORT")
     ap.add_argument(
@@ -449,13 +546,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-prompt", action="store_true", help="never ask: options only")
     ap.add_argument("--timeout", type=float, default=START_TIMEOUT_S)
     ap.add_argument("--dry-run", action="store_true", help="print every step, do nothing")
+    ap.add_argument("--ota", metavar="http://ADDRESS", help="update a running adapter over WiFi")
+    ap.add_argument(
+        "--firmware", default=str(ROOT / "firmware"), help="the firmware directory to send"
+    )
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
-        return install(args)
+        return update_over_the_air(args) if args.ota else install(args)
     except Failure as err:
         print("flash: %s" % err, file=sys.stderr)
         return err.code

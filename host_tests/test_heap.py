@@ -1,0 +1,60 @@
+"""The whole firmware (charger link, Venus poller, controller, HTTP, MQTT), compiled to .mpy as
+on the board, in a small heap on the MicroPython Unix port, with the status page polled as a
+browser does: tools/bench_heap.py, CI-sized (about 70 s).
+
+-X heapsize=192K on the 64-bit Unix port is roughly twice what an ESP32-C3 leaves after WiFi
+(pointers, and so most objects, are half the size there)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from broker import mosquitto_fixture  # noqa: F401
+from conftest import need_tool
+
+from tools import bench_heap
+from tools.mosquitto import Mosquitto
+
+HEAP = "192K"
+SECONDS = 55  # after start-up (about 12 s): 5 housekeeping rounds, 55 status polls
+
+
+def test_whole_firmware_runs_in_192k_with_the_page_polled(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    micropython = need_tool("micropython")
+    need_tool("mpy-cross")
+    r = bench_heap.run(
+        HEAP, SECONDS, speed=10, broker=mosquitto, workdir=tmp_path, micropython=micropython
+    )
+    report = bench_heap.table(r)
+    print(report)
+    problems = []
+    if r.get("stopped_early"):
+        problems.append("stopped early: %s" % r["stopped_early"])
+    if r.get("exit_code") is not None:
+        problems.append("the firmware exited with %s" % r["exit_code"])
+    if r["memory_errors"]:
+        problems.append("%d MemoryError lines in the log" % r["memory_errors"])
+    if r.get("task_restarts") != 0 or r["task_failures_logged"]:
+        problems.append(
+            "task restarts: %s %s" % (r.get("task_restarts"), r["task_failures_logged"])
+        )
+    requests = r.get("requests", {})
+    if not requests.get("ok") or requests.get("failed"):
+        problems.append("HTTP requests ok/failed: %s/%s" % (requests.get("ok"),
+                                                             requests.get("failed")))
+    for path in ("/", "/api/status", "/api/history"):
+        if not requests.get("per_path", {}).get(path, {}).get("ok"):
+            problems.append("no answer to %s" % path)
+    if r.get("flatness", {}).get("flat") is not True:
+        problems.append("heap not flat: %s" % r.get("flatness"))
+    lost = r.get("frames_lost")
+    if lost is None or abs(lost) > bench_heap.LOST_FRAMES_TOLERANCE:
+        problems.append("charger frames lost: %s of %s" % (lost, r.get("frames_sent")))
+    if r.get("frames_bad"):
+        problems.append("bad charger frames: %s" % r["frames_bad"])
+    for key in ("frames_in_run", "venus_ok_in_run", "mqtt_published_in_run"):
+        if not r.get(key):
+            problems.append("nothing in %s" % key)
+    assert not problems, "\n".join(problems) + "\n\n" + report

@@ -1,0 +1,170 @@
+"""Updates over the air, end to end on the MicroPython Unix port laid out as the board is: the
+bootstrap as /main.py, the application in app_a, libraries in lib/. A process exit is a board
+reset: the runner starts it again, as the ESP32 would boot again. tools/flash.py --ota sends the
+bundles."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import ota
+from conftest import ROOT, need_tool
+from fwrun import Background, free_port, make_world
+
+from tools import flash
+
+PASSWORD = "update-me"
+
+
+class BoardRunner:
+    """firmware laid out in `root`, run by the bootstrap; restarted whenever it exits."""
+
+    def __init__(self, root: Path, uart: str) -> None:
+        self.root = root
+        self.port = free_port()
+        self.uart = uart
+        self.boots = 0
+        self.exits: list[int] = []
+        self.stopping = False
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = open(root / "console.log", "ab")
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        micropython = need_tool("micropython")
+        env = dict(os.environ, MICROPYPATH="lib:.frozen", IP22_UART=self.uart)
+        args = [micropython, "main.py", "--http-host", "127.0.0.1", "--http-port", str(self.port)]
+        args += ["--admin-password", PASSWORD]
+        while not self.stopping and self.boots < 12:
+            self.boots += 1
+            self.proc = subprocess.Popen(
+                args, cwd=self.root, env=env, stdout=self.log, stderr=subprocess.STDOUT
+            )
+            self.exits.append(self.proc.wait())
+            time.sleep(0.3)  # the board's reset
+
+    def start(self) -> "BoardRunner":
+        self.thread.start()
+        return self
+
+    def status(self) -> dict[str, Any]:
+        url = "http://127.0.0.1:%d/api/status" % self.port
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return json.load(answer)
+
+    def wait_for(self, check: Any, timeout: float, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                status = self.status()
+                if check(status):
+                    return status
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError("timed out: %s\n%s" % (what, self.console()[-3000:]))
+
+    def console(self) -> str:
+        return (self.root / "console.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+        self.thread.join(10)
+        self.log.close()
+
+
+def lay_out(root: Path) -> None:
+    """What tools/flash.py puts on a new board."""
+    files = flash.bundle(root.parent / "build", "unix", "app_a")
+    for name, path in files.items():
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+
+
+def send(port: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    args = [sys.executable, str(ROOT / "tools" / "flash.py"), "--ota"]
+    args += ["http://127.0.0.1:%d" % port, "--admin-password", PASSWORD, "--timeout", "90"]
+    return subprocess.run(args + list(extra), capture_output=True, text=True, timeout=150)
+
+
+def test_update_applied_corrupt_refused_broken_rolled_back(tmp_path: Path) -> None:
+    root = tmp_path / "board"
+    root.mkdir()
+    lay_out(root)
+    with Background(make_world()) as sim:
+        board = BoardRunner(root, sim.endpoints["charger"]).start()
+        try:
+            st = board.wait_for(lambda st: st["charger"]["connected"], 30, "the first boot")
+            assert st["ota"]["running"] == "app_a"
+
+            # a good bundle: sent, checked, switched, the new directory runs (on trial)
+            done = send(board.port)
+            assert done.returncode == 0, done.stdout + done.stderr
+            st = board.wait_for(lambda st: st["ota"]["running"] == "app_b", 30, "app_b runs")
+            assert st["ota"]["trial"] and st["ota"]["boots"] == 1
+            assert st["charger"]["connected"] or board.wait_for(
+                lambda st: st["charger"]["connected"], 30, "the link after the update"
+            )
+            assert (root / "app_b" / "app.mpy").exists()
+
+            # a corrupt upload: refused, nothing switched, the firmware keeps running
+            headers = {"Authorization": "Bearer " + PASSWORD}
+            manifest = {"version": "bad", "files": {"main.py": "0" * 64}}
+            begin = urllib.request.Request(
+                "http://127.0.0.1:%d/api/ota/begin" % board.port,
+                data=json.dumps(manifest).encode(),
+                headers=headers,
+                method="POST",
+            )
+            urllib.request.urlopen(begin, timeout=10).read()
+            put = urllib.request.Request(
+                "http://127.0.0.1:%d/api/ota/file/main.py" % board.port,
+                data=b"print('not what the manifest says')\n",
+                headers=headers,
+                method="PUT",
+            )
+            try:
+                urllib.request.urlopen(put, timeout=10)
+                raise AssertionError("a corrupt file was accepted")
+            except urllib.error.HTTPError as err:
+                assert err.code == 400 and b"sha256" in err.read()
+            commit = urllib.request.Request(
+                "http://127.0.0.1:%d/api/ota/commit" % board.port,
+                data=b"{}",
+                headers=headers,
+                method="POST",
+            )
+            try:
+                urllib.request.urlopen(commit, timeout=10)
+                raise AssertionError("an incomplete update was committed")
+            except urllib.error.HTTPError as err:
+                assert err.code == 400 and b"has not been sent" in err.read()
+            st = board.status()
+            assert st["ota"]["running"] == "app_b" and st["charger"]["connected"]
+
+            # a firmware that cannot start: three failed boots, then back to the one before
+            broken = tmp_path / "broken"
+            shutil.copytree(ROOT / "firmware", broken)
+            (broken / "app.py").write_text("raise ImportError('this build is broken')\n")
+            done = send(board.port, "--firmware", str(broken))
+            assert done.returncode == flash.UPDATE_FAILED, done.stdout + done.stderr
+            assert "rolled back" in done.stderr
+            st = board.wait_for(lambda st: st["ota"]["rolled_back"], 30, "the rollback")
+            assert st["ota"]["running"] == "app_b" and not st["ota"]["trial"]
+            assert "this build is broken" in board.console()
+            assert board.exits.count(1) >= ota.MAX_TRIAL_BOOTS
+        finally:
+            board.stop()
