@@ -396,8 +396,16 @@ class FakeBoard:
         conn, _ = self._listener.accept()
         # a serial port has one user at a time: the newest wins, but what the previous one
         # wrote before it closed (mpremote's Ctrl-B on leaving) still reaches the board
-        while self._client is not None and self._read_client():
-            pass
+        old = self._client
+        while old is not None:
+            try:
+                data = old.recv(65536)
+            except OSError:  # BlockingIOError: nothing more
+                break
+            if not data:
+                break
+            self._inbox += data
+        self._drop_client()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.setblocking(False)
         self._client = conn
@@ -475,20 +483,19 @@ class FakeBoard:
         if self._echo is not None:
             self._echo(data)
 
-    def _read_client(self) -> bool:
-        """Take what the client sent into the inbox; False once it has closed."""
+    def _read_client(self) -> None:
+        """Take what the client sent into the inbox."""
         assert self._client is not None
         try:
             data = self._client.recv(65536)
         except BlockingIOError:
-            return True
+            return
         except OSError:
             data = b""
         if not data:
             self._drop_client()
-            return False
+            return
         self._inbox += data
-        return True
 
     def _pump_inbox(self) -> None:
         """Inbox to the interpreter; a Ctrl-C interrupts running code as on a board."""
