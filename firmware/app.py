@@ -27,6 +27,7 @@ BEAT_STALE_MS = 30000  # a task that has not reported for this long is hung
 TASK_RESTART_S = 5
 RETRY_MS = 10000
 CONTROL_PERIOD_S = 0.25  # fresh grid values arrive about once a second: react within this
+NO_WATCHDOG_FLAG = "nowdt"
 HEALTHY_S = 60  # an update that has run this long (with the watchdog fed) is kept
 
 
@@ -300,7 +301,15 @@ class App:
 
     async def watchdog_task(self):
         """Feed the watchdog only while every looping task reports in (link, control,
-        housekeeping); a hung one lets the board reset."""
+        housekeeping); a hung one lets the board reset. The ESP32's watchdog cannot be stopped
+        once armed, so tools/flash.py leaves a `nowdt` file and resets the board before it
+        copies: this boot then runs without one."""
+        try:
+            os.remove(NO_WATCHDOG_FLAG)
+            self.log("watchdog off for this boot (maintenance: %s)" % NO_WATCHDOG_FLAG)
+            return
+        except OSError:
+            pass  # the normal case: no flag
         wdt = self.board.watchdog(WATCHDOG_MS)
         reported = None
         while True:

@@ -246,6 +246,22 @@ def board_hashes(board: Board, names: list[str]) -> dict[str, str | None]:
     return json.loads(out.strip().splitlines()[-1]) if out else {}
 
 
+def disarm_watchdog(board: Board) -> None:
+    """A running adapter has armed the ESP32's watchdog, which no one feeds while mpremote
+    holds the REPL: leave the firmware's `nowdt` flag and reset, so this boot has none."""
+    if board.dry_run:
+        say("would leave the firmware's nowdt flag and reset the board, if it runs the adapter")
+        return
+    out = board.mpremote(
+        "exec",
+        "import os\nif 'app_a' in os.listdir() or 'app_b' in os.listdir():\n"
+        " open('nowdt', 'w').close()\n print('flagged')",
+    )
+    if "flagged" in out:
+        board.mpremote("reset")
+        time.sleep(3)
+
+
 def active_dir(board: Board) -> str:
     """The application directory the board runs (ota.json), app_a on a new board."""
     out = board.mpremote(
@@ -463,6 +479,7 @@ def install(args: argparse.Namespace) -> int:
         flash_micropython(port, Path(args.micropython), args.chip, args.erase, args.dry_run)
     board = Board(port, args.dry_run)
     say("board: %s" % port)
+    disarm_watchdog(board)
     if not args.dry_run:
         info = board_info(board)
         say(
