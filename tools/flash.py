@@ -126,6 +126,8 @@ def answers(port: str) -> bool:
 
 def choose_port(port: str) -> str:
     if port != "auto":
+        if not answers(port):
+            raise Failure(NO_BOARD, "no MicroPython answers on %s" % port)
         return port
     candidates = find_ports()
     if not candidates:
