@@ -149,7 +149,8 @@ def board_info(board: Board) -> dict[str, Any]:
     return board.evaluate(
         "{'version': list(__import__('sys').implementation.version[:3]),"
         " 'mpy': __import__('sys').implementation._mpy & 0xff,"
-        " 'machine': __import__('os').uname().machine,"
+        " 'machine': __import__('os').uname().machine if hasattr(__import__('os'), 'uname')"
+        " else __import__('sys').platform,"
         " 'free': (lambda s: s[0] * s[3])(__import__('os').statvfs('/'))}"
     )
 
