@@ -247,20 +247,28 @@ def test_password_broker(tmp_path: Path, mosquitto_auth: Mosquitto) -> None:
         watcher.close()
 
 
+def gx(world: Any, broker: Mosquitto, **options: Any) -> VenusMqtt:
+    """The Venus MQTT stand-in, publishing the simulated world's grid through `broker`."""
+    venus = world.venus
+    stand_in = VenusMqtt(
+        broker.host,
+        broker.port,
+        lambda: tuple(venus.last.grid_w),
+        portal_id=venus.serial,
+        heartbeat_s=1.0,
+        **options,
+    )
+    stand_in.start()
+    return stand_in
+
+
 def test_venus_mqtt_grid_source(tmp_path: Path, mosquitto: Mosquitto) -> None:
     """Grid power from the GX's broker: portal id discovered, kept alive, stale -> safe."""
     world = make_world()
     world.profile = lambda t: (1500.0, 300.0)
     with Background(world) as sim:
         venus = world.venus
-        stand_in = VenusMqtt(
-            mosquitto.host,
-            mosquitto.port,
-            lambda: tuple(venus.last.grid_w),
-            portal_id=venus.serial,
-            heartbeat_s=1.0,
-        )
-        stand_in.start()
+        stand_in = gx(world, mosquitto)
         config = {
             "control": {"mode": "auto", "stale_s": 5},
             "venus": {"host": mosquitto.host, "protocol": "mqtt", "mqtt_port": mosquitto.port},
@@ -303,15 +311,7 @@ def test_venus_mqtt_needs_the_keepalive(tmp_path: Path, mosquitto: Mosquitto) ->
     world.profile = lambda t: (1500.0, 300.0)
     with Background(world) as sim:
         venus = world.venus
-        stand_in = VenusMqtt(
-            mosquitto.host,
-            mosquitto.port,
-            lambda: tuple(venus.last.grid_w),
-            portal_id=venus.serial,
-            heartbeat_s=1.0,
-            keepalive_timeout_s=5.0,
-        )
-        stand_in.start()
+        stand_in = gx(world, mosquitto, keepalive_timeout_s=5.0)
         config = {
             "control": {"mode": "auto", "stale_s": 5},
             "venus": {

@@ -85,6 +85,21 @@ class BoardRunner:
         self.log.close()
 
 
+def api(board: BoardRunner, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+    """(status, body) of an authorised /api/ota/... request."""
+    request = urllib.request.Request(
+        "http://127.0.0.1:%d/api/ota/%s" % (board.port, path),
+        data=body,
+        headers={"Authorization": "Bearer " + PASSWORD},
+        method=method,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
 def lay_out(root: Path) -> None:
     """What tools/flash.py puts on a new board."""
     files = flash.bundle(root.parent / "build", "unix", "app_a")
@@ -121,37 +136,12 @@ def test_update_applied_corrupt_refused_broken_rolled_back(tmp_path: Path) -> No
             assert (root / "app_b" / "app.mpy").exists()
 
             # a corrupt upload: refused, nothing switched, the firmware keeps running
-            headers = {"Authorization": "Bearer " + PASSWORD}
             manifest = {"version": "bad", "files": {"main.py": "0" * 64}}
-            begin = urllib.request.Request(
-                "http://127.0.0.1:%d/api/ota/begin" % board.port,
-                data=json.dumps(manifest).encode(),
-                headers=headers,
-                method="POST",
-            )
-            urllib.request.urlopen(begin, timeout=10).read()
-            put = urllib.request.Request(
-                "http://127.0.0.1:%d/api/ota/file/main.py" % board.port,
-                data=b"print('not what the manifest says')\n",
-                headers=headers,
-                method="PUT",
-            )
-            try:
-                urllib.request.urlopen(put, timeout=10)
-                raise AssertionError("a corrupt file was accepted")
-            except urllib.error.HTTPError as err:
-                assert err.code == 400 and b"sha256" in err.read()
-            commit = urllib.request.Request(
-                "http://127.0.0.1:%d/api/ota/commit" % board.port,
-                data=b"{}",
-                headers=headers,
-                method="POST",
-            )
-            try:
-                urllib.request.urlopen(commit, timeout=10)
-                raise AssertionError("an incomplete update was committed")
-            except urllib.error.HTTPError as err:
-                assert err.code == 400 and b"has not been sent" in err.read()
+            assert api(board, "POST", "begin", json.dumps(manifest).encode())[0] == 200
+            code, answer = api(board, "PUT", "file/main.py", b"print('not what it says')\n")
+            assert code == 400 and b"sha256" in answer
+            code, answer = api(board, "POST", "commit", b"{}")
+            assert code == 400 and b"has not been sent" in answer
             st = board.status()
             assert st["ota"]["running"] == "app_b" and st["charger"]["connected"]
 
