@@ -80,10 +80,9 @@ class Mqtt:
             serial = "adapter-" + self.app.board.unique_id()
         if not serial:
             return False
-        self.serial = serial
         node = discovery.node_id(serial)
-        self.base = self.s["base_topic"] or "ip22/" + serial
-        self.session = mqttlink.Session(
+        base = self.s["base_topic"] or "ip22/" + serial
+        session = mqttlink.Session(
             "mqtt",
             self.s["host"],
             self.s["port"],
@@ -93,7 +92,8 @@ class Mqtt:
             self.s["password"],
             self.s["ca_file"],
         )
-        self.session.will = (self.base + "/status", "offline")
+        session.will = (base + "/status", "offline")
+        self.serial, self.base, self.session = serial, base, session  # all or nothing
         return True
 
     # -- the task ---------------------------------------------------------------------------
@@ -101,7 +101,7 @@ class Mqtt:
     async def run(self, beat=None):
         import asyncio
 
-        while self.serial is None:
+        while self.session is None:
             if beat:
                 beat()
             if self._identify():
