@@ -42,15 +42,14 @@ ENTITIES = (
 )
 # fmt: on
 
-ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
 COMMANDS = {"select": "mode", "number": "current", "button": "reboot"}  # under <base>/set/
 STATE_KEYS = tuple(e[1] for e in ENTITIES if e[0] != "button")
 
 
 def node_id(serial):
-    """Home Assistant ids allow [a-zA-Z0-9_-] only."""
-    out = "".join(c if c in ID_CHARS else "_" for c in str(serial))
-    return "ip22_" + out
+    from mqtt import node_id as make  # one rule, kept where it is used at every start
+
+    return make(serial)
 
 
 def config_topic(prefix, component, node, key):

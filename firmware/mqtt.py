@@ -12,8 +12,8 @@ to the charger. Bad ones are refused, counted and logged.
 """
 
 import json
+import sys
 
-import discovery
 import mqttlink
 from ticks import ticks_add, ticks_diff, ticks_ms
 
@@ -43,6 +43,12 @@ def _text(value, digits=None):
     if isinstance(value, float) and digits is not None:
         return str(round(value, digits))
     return str(value)
+
+
+def node_id(serial):
+    """Home Assistant ids allow [a-zA-Z0-9_-] only (discovery.py builds the configs)."""
+    ok = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
+    return "ip22_" + "".join(c if c in ok else "_" for c in str(serial))
 
 
 def _round(value, digits):
@@ -80,7 +86,7 @@ class Mqtt:
             serial = "adapter-" + self.app.board.unique_id()
         if not serial:
             return False
-        node = discovery.node_id(serial)
+        node = node_id(serial)
         base = self.s["base_topic"] or "ip22/" + serial
         session = mqttlink.Session(
             "mqtt",
@@ -156,6 +162,15 @@ class Mqtt:
     async def _announce(self, asyncio):
         """Discovery configs (or their removal), one message at a time."""
         prefix = self.s["discovery_prefix"]
+        import discovery  # 11 kB of tables: loaded for the announcement, dropped after it
+
+        try:
+            await self._send_configs(asyncio, discovery, prefix)
+        finally:
+            del discovery
+            sys.modules.pop("discovery", None)
+
+    async def _send_configs(self, asyncio, discovery, prefix):
         if self.s["discovery"]:
             self.discovered_range = self._range()
             items = discovery.messages(prefix, self.base, self.device(), self.discovered_range)
