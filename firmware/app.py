@@ -186,7 +186,10 @@ class App:
                 return
             except Exception as err:  # a bug must not take the other tasks down
                 self.restarts[name] = self.restarts.get(name, 0) + 1
-                self.log("task %s failed: %s %s" % (name, type(err).__name__, err))
+                try:
+                    self.log("task %s failed: %s %s" % (name, type(err).__name__, err))
+                except MemoryError:  # nor a full heap while saying so
+                    gc.collect()
             await asyncio.sleep(TASK_RESTART_S)
 
     async def link_task(self):

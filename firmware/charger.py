@@ -512,11 +512,20 @@ class Link:
             delay = min(delay * 2, 30)
 
     async def _manage(self, beat):
+        """Probe and keep the volatile limit alive while the port is open. An error (a full
+        heap too) costs one round, never the manager: the reader would go on without it."""
         while True:
             beat()
-            if self.connected():
-                await self._probe_when_due()
-                await self.keep_volatile()
+            try:
+                if self.connected():
+                    await self._probe_when_due()
+                    await self.keep_volatile()
+            except Exception as err:
+                self.counters["failures"] += 1
+                try:
+                    self.log("charger: %s %s" % (type(err).__name__, err))
+                except MemoryError:
+                    pass
             await asyncio.sleep(1)
 
     async def _probe_when_due(self):
