@@ -282,6 +282,15 @@ class App:
             return
         await self.mqtt.run(lambda: self.beat("mqtt"))
 
+    async def captive_task(self):
+        """The captive DNS while the access point is open (not on a host without one)."""
+        port = self.board.dns_port
+        if port is None:
+            return
+        import captive
+
+        await captive.Responder(port).run(lambda: self.wifi.ap_on)
+
     async def housekeeping_task(self):
         while True:
             self.beat("housekeeping")
@@ -345,6 +354,7 @@ class App:
             asyncio.create_task(self.supervise("housekeeping", self.housekeeping_task)),
             asyncio.create_task(self.supervise("web", self.web_task)),
             asyncio.create_task(self.supervise("wifi", self.wifi.run)),
+            asyncio.create_task(self.supervise("captive", self.captive_task)),
             asyncio.create_task(self.watchdog_task()),
         ]
         try:

@@ -87,6 +87,13 @@ class HostBoard:
         import wifi
 
         self.radio = wifi.HostRadio()
+        self.dns_port = None  # no access point here; tests set one (IP22_DNS_PORT)
+        try:
+            from os import getenv
+
+            self.dns_port = int(getenv("IP22_DNS_PORT") or 0) or None
+        except (ImportError, ValueError):
+            pass
 
     async def open_uart(self):
         spec = self.uart
@@ -132,6 +139,7 @@ class Esp32Board:
         self.uart_config = config["uart"]
         self._port = None
         self.radio = Esp32Radio(config["hostname"])
+        self.dns_port = 53  # the captive portal's DNS while the access point is open
 
     async def open_uart(self):
         if self._port is None:  # one UART for the life of the board

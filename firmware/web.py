@@ -6,7 +6,7 @@ import json
 
 import auth
 import config as configuration
-from microdot import Microdot, Request, send_file
+from microdot import Microdot, Request, redirect, send_file
 
 # bounded requests: a request line or header over 1 kB, or a body over 4 kB, is refused; only
 # an update's file may be longer, and it is streamed to flash, never held in memory
@@ -50,6 +50,14 @@ def make_app(app):
     async def bounded(request):
         if request.content_length > MAX_BODY and not request.path.startswith(OTA_FILE):
             return {"error": "the body is over %d bytes" % MAX_BODY}, 413
+
+    @server.errorhandler(404)
+    async def not_found(request):
+        """On the access point every unknown address leads to the page: that is how phones
+        find it (their connectivity check lands here through the captive DNS)."""
+        if app.wifi.ap_on and not request.path.startswith("/api/"):
+            return redirect("http://192.168.4.1/")
+        return {"error": "not found"}, 404
 
     @server.get("/api/ota")
     async def ota_status(request):
