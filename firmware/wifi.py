@@ -57,7 +57,10 @@ class Supervisor:
         self.radio.access_point(on, name, ap_password(self.config, self.radio.mac()))
         self.ap_on = on
         self.state["ap_ssid"] = name if on else None
-        self.log("access point %s %s" % (name, "open: http://192.168.4.1/" if on else "closed"))
+        where = " (stand-in: this host has no radio)" if getattr(self.radio, "stand_in", 0) else ""
+        self.log(
+            "access point %s %s%s" % (name, "open: http://192.168.4.1/" if on else "closed", where)
+        )
 
     def step(self, now):
         """One second of supervision; returns nothing, keeps `state` for the status."""
@@ -115,6 +118,8 @@ class Supervisor:
 class HostRadio:
     """The Unix port's stand-in: the host's network is always there; the access point is only
     recorded (the status says which mode was asked for)."""
+
+    stand_in = True
 
     def __init__(self):
         self.joined = None
