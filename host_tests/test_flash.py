@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import ROOT
 
 FLASH = [sys.executable, str(ROOT / "tools" / "flash.py")]
@@ -65,8 +66,8 @@ def test_install_on_the_unix_port_acting_as_a_board(tmp_path: Path, monkeypatch:
         monkeypatch.setenv("IP22_UART", sim.endpoints["charger"])  # the fake board's "UART"
         with FakeBoard(root, run_main=True) as board:
             base = ("--port", board.url, "--chip", "unix", "--no-prompt", "--timeout", "60")
-            first = run(*base, "--admin-password", "pw", "--wifi-ssid", "home",
-                        "--wifi-password", "secret123", "--set", "http.port=%d" % http_port)  # fmt: skip
+            wifi = ("--wifi-ssid", "home", "--wifi-password", "secret123")
+            first = run(*base, "--admin-password", "pw", *wifi, "--set", "http.port=%d" % http_port)
             assert first.returncode == 0, first.stdout + first.stderr
             copied = re.search(r"^(\d+) of (\d+) files changed", first.stdout, re.M)
             assert copied and copied.group(1) == copied.group(2), first.stdout  # everything
@@ -94,3 +95,30 @@ def test_install_on_the_unix_port_acting_as_a_board(tmp_path: Path, monkeypatch:
 
             wrong = run("--port", board.url, "--chip", "esp32c3", "--no-prompt")
             assert wrong.returncode == 4 and "ESP32" in wrong.stderr
+
+
+@pytest.mark.parametrize(
+    "machine, version, mpy, chip, ok",
+    [
+        ("ESP32C3 module with ESP32C3", [1, 29, 0], 6, "auto", True),
+        ("ESP32C3 module with ESP32C3", [1, 22, 2], 6, "esp32c3", True),
+        ("ESP32C3 module with ESP32C3", [1, 21, 0], 6, "auto", False),  # too old
+        ("ESP32C3 module with ESP32C3", [1, 30, 0], 6, "auto", False),  # not known yet
+        ("ESP32C3 module with ESP32C3", [1, 29, 0], 5, "auto", False),  # another .mpy
+        ("ESP32 module with ESP32", [1, 29, 0], 6, "esp32c3", False),  # not the chip asked for
+        ("ESP32 module with ESP32", [1, 29, 0], 6, "esp32", True),
+        ("Raspberry Pi Pico with RP2040", [1, 29, 0], 6, "auto", False),
+        ("linux", [1, 29, 0], 6, "unix", True),
+        ("ESP32C3 module with ESP32C3", [1, 29, 0], 6, "unix", False),
+    ],
+)
+def test_board_checks(machine: str, version: list[int], mpy: int, chip: str, ok: bool) -> None:
+    from tools import flash
+
+    info = {"machine": machine, "version": version, "mpy": mpy, "free": 1 << 20}
+    if ok:
+        flash.check_board(info, chip)
+    else:
+        with pytest.raises(flash.Failure) as caught:
+            flash.check_board(info, chip)
+        assert caught.value.code == flash.WRONG_BOARD

@@ -155,6 +155,15 @@ def board_info(board: Board) -> dict[str, Any]:
     )
 
 
+def board_chip(machine: str) -> str:
+    """"ESP32C3 module with ESP32C3" -> "esp32c3"; "ESP32 module with ESP32" -> "esp32"."""
+    name = machine.upper()
+    for variant in ("ESP32C3", "ESP32S3", "ESP32S2", "ESP32C6"):
+        if variant in name:
+            return variant.lower()
+    return "esp32"
+
+
 def check_board(info: dict[str, Any], chip: str) -> None:
     version = tuple(info["version"][:2])
     machine = info["machine"]
@@ -163,7 +172,7 @@ def check_board(info: dict[str, Any], chip: str) -> None:
             raise Failure(WRONG_BOARD, "--chip unix, but the board is %s" % machine)
     elif "ESP32" not in machine.upper():
         raise Failure(WRONG_BOARD, "not an ESP32: the board says %r" % machine)
-    elif chip != "auto" and chip.upper().replace("ESP32", "ESP32") not in machine.upper():
+    elif chip != "auto" and board_chip(machine) != chip:
         raise Failure(WRONG_BOARD, "--chip %s, but the board is %s" % (chip, machine))
     if info["mpy"] != MPY_MAJOR or not SUPPORTED[0] <= version <= SUPPORTED[1]:
         raise Failure(
