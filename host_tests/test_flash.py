@@ -66,8 +66,9 @@ def test_install_on_the_unix_port_acting_as_a_board(tmp_path: Path, monkeypatch:
         monkeypatch.setenv("IP22_UART", sim.endpoints["charger"])  # the fake board's "UART"
         with FakeBoard(root, run_main=True) as board:
             base = ("--port", board.url, "--chip", "unix", "--no-prompt", "--timeout", "60")
+            port = ("--set", "http.port=%d" % http_port)
             wifi = ("--wifi-ssid", "home", "--wifi-password", "secret123")
-            first = run(*base, "--admin-password", "pw", *wifi, "--set", "http.port=%d" % http_port)
+            first = run(*base, "--admin-password", "pw", *wifi, *port)
             assert first.returncode == 0, first.stdout + first.stderr
             copied = re.search(r"^(\d+) of (\d+) files changed", first.stdout, re.M)
             assert copied and copied.group(1) == copied.group(2), first.stdout  # everything
