@@ -34,15 +34,16 @@ MAX_PAYLOAD = 64  # a command longer than this is not one of ours
 QUIET = ("grid_age_s", "uptime_s", "free_heap_b", "frames_ok", "frames_bad")
 
 
-def _text(value, digits=None):
-    """A value as a plain-topic payload: numbers as numbers, None as empty."""
-    if value is None:
-        return ""
+def _shown(value):
+    """Booleans as Home Assistant's ON/OFF; everything else as it is."""
     if isinstance(value, bool):
         return "ON" if value else "OFF"
-    if isinstance(value, float) and digits is not None:
-        return str(round(value, digits))
-    return str(value)
+    return value
+
+
+def _text(value):
+    """A value as a plain-topic payload: numbers as numbers, None as empty."""
+    return "" if value is None else str(_shown(value))
 
 
 def node_id(serial):
@@ -232,12 +233,7 @@ class Mqtt:
         """The JSON state, and each value that changed on its own topic (all when `full`)."""
         now = ticks_ms()
         values = self.state()
-        state = {}
-        for key, value in values.items():
-            shown = value
-            if isinstance(value, bool):
-                shown = "ON" if value else "OFF"
-            state[key] = shown
+        state = {key: _shown(value) for key, value in values.items()}
         if not self.session.publish(self.base + "/state", json.dumps(state), True):
             return
         self.state_ms = now

@@ -49,6 +49,25 @@ def umqtt_source() -> Path:
     return target
 
 
+def stage_umqtt(lib: Path, compiled: bool = False) -> list[Path]:
+    """lib/umqtt/simple.py (or .mpy) and the `ussl` alias PyPI's 1.3.4 imports: what the Unix
+    port needs for MQTT (the ESP32 has umqtt frozen). The files written."""
+    package = lib / "umqtt"
+    package.mkdir(parents=True, exist_ok=True)
+    init = package / "__init__.py"
+    init.write_text("")
+    if compiled:
+        simple = package / "simple.mpy"
+        compile_mpy(umqtt_source(), simple)
+    else:
+        simple = package / "simple.py"
+        shutil.copy(umqtt_source(), simple)
+    # PyPI's 1.3.4 imports `ussl`, which newer Unix ports no longer alias
+    ussl = lib / "ussl.py"
+    ussl.write_text("from ssl import *  # noqa: F403 (umqtt 1.3.4 on the Unix port)\n")
+    return [init, simple, ussl]
+
+
 def stage_libs(lib: Path, compiled: bool = False, umqtt: bool = True) -> Path:
     """lib/microdot/{__init__,microdot}.py (or .mpy): the layout the board's /lib has; with
     `umqtt`, lib/umqtt/simple.py too (what the Unix port lacks and the ESP32 has frozen)."""
@@ -62,17 +81,7 @@ def stage_libs(lib: Path, compiled: bool = False, umqtt: bool = True) -> Path:
         else:
             shutil.copy(source, target / source.name)
     if umqtt:
-        package = lib / "umqtt"
-        package.mkdir(exist_ok=True)
-        (package / "__init__.py").write_text("")
-        if compiled:
-            compile_mpy(umqtt_source(), package / "simple.mpy")
-        else:
-            shutil.copy(umqtt_source(), package / "simple.py")
-        # PyPI's 1.3.4 imports `ussl`, which newer Unix ports no longer alias
-        (lib / "ussl.py").write_text(
-            "from ssl import *  # noqa: F403 (umqtt 1.3.4 on the Unix port)\n"
-        )
+        stage_umqtt(lib, compiled)
     return lib
 
 

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "firmware"))
 import auth  # noqa: E402  (the firmware's own: the hash the board will check)
 import config as fwconfig  # noqa: E402  (the firmware's own validation)
 
-from tools.build import compile_mpy, microdot_sources, umqtt_source  # noqa: E402
+from tools.build import compile_mpy, microdot_sources, stage_umqtt  # noqa: E402
 
 OK, BAD_OPTION, NO_BOARD, WRONG_BOARD, COPY_FAILED, NO_START, ESPTOOL_FAILED = 0, 2, 3, 4, 5, 6, 7
 UPDATE_FAILED = 8
@@ -217,16 +217,9 @@ def bundle(build: Path, chip: str, app_dir: str) -> dict[str, Path]:
         compile_mpy(source, target)
         files["lib/microdot/" + target.name] = target
     if chip == "unix":
-        target = build / "lib" / "umqtt" / "simple.mpy"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        compile_mpy(umqtt_source(), target)
-        files["lib/umqtt/simple.mpy"] = target
-        init = build / "lib" / "umqtt" / "__init__.py"
-        init.write_text("")
-        files["lib/umqtt/__init__.py"] = init
-        ussl = build / "lib" / "ussl.py"
-        ussl.write_text("from ssl import *  # noqa: F403\n")
-        files["lib/ussl.py"] = ussl
+        lib = build / "lib"
+        for path in stage_umqtt(lib, compiled=True):
+            files[path.relative_to(build).as_posix()] = path
     return files
 
 
