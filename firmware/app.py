@@ -8,13 +8,10 @@ import os
 
 import board
 import charger
-import config as configuration
+import cold
 import control
-import ota
-import plug
 import venus
 import wifi
-
 from ticks import ticks_diff, ticks_ms
 
 VERSION = "0.1.0"
@@ -29,6 +26,22 @@ RETRY_MS = 10000
 CONTROL_PERIOD_S = 0.25  # fresh grid values arrive about once a second: react within this
 NO_WATCHDOG_FLAG = "nowdt"
 HEALTHY_S = 60  # an update that has run this long (with the watchdog fed) is kept
+
+
+class Config:
+    """The values in force, and how they came to be (config.py reads and writes the file)."""
+
+    def __init__(self, values, errors=(), source="defaults"):
+        self.values = values
+        self.errors = list(errors)
+        self.source = source
+
+    @property
+    def safe_mode(self):
+        return bool(self.errors)
+
+    def __getitem__(self, key):
+        return self.values[key]
 
 
 class App:
@@ -78,9 +91,10 @@ class App:
 
             self.mqtt = mqtt.Mqtt(self, config["mqtt"], self._serial_hint)
         self.wifi = wifi.Supervisor(board_.radio, config, self.log)
-        root = config_path.rsplit("/", 1)[0] if "/" in config_path else ""
-        self.ota = ota.Updater(root)  # beside config.json: the board's root
-        self.plug = plug.make(config["plug"], lambda: self.mqtt)
+        self.ota_root = config_path.rsplit("/", 1)[0] if "/" in config_path else ""
+        self.updater = None  # ota.Updater, loaded when an update begins
+        self.ota_boot = cold.load("ota").Updater(self.ota_root).status()  # what this boot runs
+        self.plug = self._make_plug(config["plug"])
         if config["plug"]["type"] == "mqtt" and self.mqtt is None:
             self.log("plug.type mqtt needs the broker in mqtt.host: the plug cannot switch")
         self.powered_off = False  # we cut the charger's mains with the plug
@@ -109,6 +123,17 @@ class App:
             return data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             return {}
+
+    def _make_plug(self, settings):
+        """The configured plug, or None (plug.py is loaded only for a plug)."""
+        if settings["type"] == "none":
+            return None
+        import plug
+
+        return plug.make(settings, lambda: self.mqtt)
+
+    def plug_ready(self):
+        return self.plug is not None and self.plug.configured
 
     def _grid_source(self, config):
         v = config["venus"]
@@ -211,13 +236,13 @@ class App:
         sit.voltage_v, sit.current_a, sit.state_code = s.voltage_v, s.current_a, s.state
         sit.min_a, sit.max_a, sit.limit_a = s.min_a, s.max_a, s.limit_a
         sit.charging = s.charging if not self.powered_off else False
-        sit.can_switch_off = bool(s.volatile or s.device_mode or self.plug.configured)
+        sit.can_switch_off = bool(s.volatile or s.device_mode or self.plug_ready())
         sit.stored_only = s.volatile is False
         sit.budget_full = link.budget.full(ticks_ms())
         return sit
 
     async def control_task(self):
-        if self.plug.configured:  # the plug may have been left off: know it from the start
+        if self.plug_ready():  # the plug may have been left off: know it from the start
             try:
                 self.powered_off = not await self.plug.read()
                 self.applied["charging"] = not self.powered_off
@@ -264,7 +289,7 @@ class App:
         s = self.link.state
         if s.volatile or s.device_mode:
             return await self.link.set_charging(on)
-        if self.plug.configured:
+        if self.plug_ready():
             ok = await self.plug.switch(on)
             if ok:
                 self.powered_off = not on
@@ -305,8 +330,12 @@ class App:
             if self.uptime_s() >= HEALTHY_S and not self._confirmed:
                 self._confirmed = True  # it has run a while with every task alive: it stays
                 try:
-                    if ota.confirm(self.ota.state_path):
+                    ota = cold.load("ota")
+                    updater = ota.Updater(self.ota_root)
+                    if ota.confirm(updater.state_path):
                         self.log("this firmware is confirmed: no rollback")
+                    self.ota_boot = updater.status()
+                    del ota, updater
                 except OSError as err:
                     self.log("could not confirm the update: %s" % err)
             await asyncio.sleep(HOUSEKEEPING_S)
@@ -400,6 +429,7 @@ class App:
         applied while running."""
         if not isinstance(patch, dict):
             return ["config: must be a JSON object"], []
+        configuration = cold.load("config")  # with the schema: only while settings change
         values = configuration.merged(self.config.values, patch)
         clean, errors = configuration.validate(values)
         if errors:
@@ -427,7 +457,7 @@ class App:
             elif section == "wifi":
                 pass  # the WiFi supervisor follows the new settings by itself
             elif section == "plug":
-                self.plug = plug.make(clean["plug"], lambda: self.mqtt)
+                self.plug = self._make_plug(clean["plug"])
             elif section != "admin":
                 restart.append(section)
         if self.config.safe_mode:
@@ -446,18 +476,31 @@ class App:
             and (new["protocol"] == "modbus" or new["portal_id"] == old["portal_id"])
         )
 
+    def ota(self):
+        """The updater, loaded when an update begins and kept until the reboot that ends it
+        (ota.py is 6 kB of heap that a board not being updated does not need)."""
+        if self.updater is None:
+            import ota
+
+            self.updater = ota.Updater(self.ota_root)
+        return self.updater
+
+    def ota_status(self):
+        return self.updater.status() if self.updater else self.ota_boot
+
     def ota_step(self, step):
         """An update step from the web API: its result, or the error response."""
         try:
-            result = step()
+            result = step(self.ota())
         except Exception as err:  # UpdateError, or the filesystem
             return self.ota_failed(err)
-        return result if result is not None else self.ota.status()
+        return result if result is not None else self.ota_status()
 
     def ota_failed(self, err):
-        self.ota.last_error = "%s: %s" % (type(err).__name__, err)
-        self.log("update refused: %s" % self.ota.last_error)
-        return {"error": self.ota.last_error}, 400
+        updater = self.ota()
+        updater.last_error = "%s: %s" % (type(err).__name__, err)
+        self.log("update refused: %s" % updater.last_error)
+        return {"error": updater.last_error}, 400
 
     def version(self):
         return VERSION
@@ -515,9 +558,9 @@ class App:
                 "last_error": "no Venus configured (venus.host)",
             },
             "control": self.control_status(),
-            "plug": self.plug.status() if self.plug.configured else None,
+            "plug": self.plug.status() if self.plug_ready() else None,
             "mqtt": self.mqtt.status() if self.mqtt else None,
-            "ota": self.ota.status(),
+            "ota": self.ota_status(),
             "energy": {
                 "charged_kwh": round(self.energy["charged_wh"] / 1000, 3),
                 "grid_kwh": round(self.energy["grid_wh"] / 1000, 3),

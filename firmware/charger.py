@@ -9,9 +9,9 @@ only under a WriteBudget; the volatile limit 0x2015 is used instead when the cha
 
 import asyncio
 
+import cold
 import ip22
 import vedirect
-
 from ticks import ticks_diff, ticks_ms, ticks_us
 
 REPLY_TIMEOUT_S = 1.0
@@ -123,6 +123,7 @@ class Link:
         self.state = ChargerState()
         self.parser = vedirect.Parser()
         self.read_only = False  # safe mode: look, never touch
+        self._named = (None, None, None, None)  # (codes, their names): see names()
         self.budget = WriteBudget(
             settings["stored_deadband_a"],
             settings["stored_min_interval_s"],
@@ -188,7 +189,7 @@ class Link:
         pid = block.number("PID")
         if pid is not None and pid != s.pid:
             s.pid = pid
-            s.model = ip22.model_name(pid)
+            s.model = cold.load("ip22text").model_name(pid)
         if s.firmware is None:
             s.firmware = block.get("FWE")
         if s.serial is None:
@@ -329,9 +330,12 @@ class Link:
         reply = await self.request(vedirect.frame_product_id(), vedirect.DONE)
         if reply is not None and len(reply[3]) >= 2:
             s.pid = reply[3][0] | reply[3][1] << 8
+        reported_max = await self._get_scaled(ip22.MAX_CURRENT)
+        text = cold.load("ip22text")
         if s.pid is not None:
-            s.model = ip22.model_name(s.pid)
-        s.rated_a = ip22.rated_current(s.pid, await self._get_scaled(ip22.MAX_CURRENT))
+            s.model = text.model_name(s.pid)
+        s.rated_a = text.rated_current(s.pid, reported_max)
+        del text
         reported_min = await self._get_scaled(ip22.MIN_CURRENT)
         s.outputs = await self._get_scaled(ip22.OUTPUTS)
         s.stored_limit_a = await self._get_scaled(ip22.CHARGE_CURRENT_LIMIT)
@@ -548,11 +552,27 @@ class Link:
         if self.desired_on is not None:
             await self.set_charging(self.desired_on)
 
+    def names(self):
+        """(state, error, off reasons) as words: looked up in ip22text.py, read in only when
+        a code has changed since the last time."""
+        s = self.state
+        codes = (s.state, s.error, s.off_reason)
+        if codes != self._named[0]:
+            text = cold.load("ip22text")
+            self._named = (
+                codes,
+                None if s.state is None else text.state_name(s.state),
+                None if s.error is None else text.error_name(s.error),
+                None if s.off_reason is None else text.off_reason_names(s.off_reason),
+            )
+        return self._named[1:]
+
     def status(self):
         s = self.state
         p = self.parser
         counters = dict(self.counters)
         counters.update(p.counters())
+        state, error, off_reason = self.names()
         return {
             "connected": self.connected(),
             "frame_age_s": self.frame_age_s(),
@@ -563,11 +583,11 @@ class Link:
             "serial": s.serial,
             "voltage_v": s.voltage_v,
             "current_a": s.current_a,
-            "state": None if s.state is None else ip22.state_name(s.state),
+            "state": state,
             "state_code": s.state,
-            "error": None if s.error is None else ip22.error_name(s.error),
+            "error": error,
             "error_code": s.error,
-            "off_reason": None if s.off_reason is None else ip22.off_reason_names(s.off_reason),
+            "off_reason": off_reason,
             "temperature_c": s.temperature_c,
             "uptime_s": s.uptime_s,
             "limit_a": s.limit_a,

@@ -6,108 +6,20 @@ untouched)."""
 import json
 import os
 
+import cold
+
 SECRET = "***"  # what interfaces show instead of a secret that is set
 
-# Leaf specs: (kind, default, *limits). Kinds: str/secret (max length), int/float (min, max),
-# bool, choice (allowed values). A section is a dict of specs.
-SCHEMA = {
-    "hostname": ("str", "ip22-adapter", 32),
-    "wifi": {
-        "ssid": ("str", "", 32),
-        "password": ("secret", "", 64),
-        "ap_password": ("secret", "", 63),  # the board's own access point (8..63 characters)
-    },
-    "uart": {  # the board's UART to the charger header (ignored on the Unix port)
-        "id": ("int", 1, 0, 2),
-        "tx": ("int", 5, 0, 48),
-        "rx": ("int", 4, 0, 48),
-        "rxbuf": ("int", 2048, 1024, 16384),
-    },
-    "http": {
-        "port": ("int", 80, 1, 65535),
-    },
-    "admin": {  # changes from the web page and the API need this password; reading does not
-        "password_hash": ("secret", "", 128),  # "sha256$salt$digest": see auth.py
-    },
-    "charger": {
-        "max_current_a": ("float", 0.0, 0.0, 100.0),  # your battery's limit; 0 = the rating
-        "volatile": ("choice", "auto", ("auto", "never")),  # 0x2015 when the charger has it
-        "volatile_refresh_s": ("int", 20, 5, 50),  # the charger forgets it after 60 s
-        "stored_deadband_a": ("float", 0.5, 0.0, 10.0),
-        "stored_min_interval_s": ("int", 120, 0, 86400),
-        "stored_daily_max": ("int", 150, 0, 1000),
-    },
-    "control": {
-        "mode": ("choice", "off", ("off", "manual", "auto")),
-        "manual_current_a": ("float", 0.0, 0.0, 100.0),
-        "manual_charging": ("bool", True),
-        "target_grid_w": ("float", -3.0, -2000.0, 500.0),  # negative: a small export margin
-        "efficiency": ("float", 0.92, 0.5, 1.0),  # AC -> DC, for converting watts to amps
-        "stale_s": ("float", 10.0, 2.0, 300.0),  # grid data older than this: safe state
-        "settle_s": ("float", 1.0, 0.0, 60.0),  # after a change, before the next increase
-        "rise_a_per_s": ("float", 5.0, 0.1, 50.0),
-        "deadband_w": ("float", 3.0, 0.0, 500.0),
-        "not_taking_a": ("float", 1.0, 0.1, 10.0),  # current this far below the limit: full
-        "enable_delay_s": ("float", 1.0, 0.0, 3600.0),
-        "enable_threshold_w": ("float", 0.0, 0.0, 2000.0),
-        "disable_delay_s": ("float", 0.0, 0.0, 3600.0),
-        "disable_threshold_w": ("float", 0.0, 0.0, 2000.0),
-        "safe_state": ("choice", "off", ("off", "minimum")),
-        "stored_rise_after_s": (
-            "float",
-            120.0,
-            0.0,
-            3600.0,
-        ),  # 0xEDF0 only: surplus held this long
-    },
-    "plug": {  # the off switch for a charger that has none over VE.Direct
-        "type": ("choice", "none", ("none", "shelly", "tasmota", "mqtt")),
-        "host": ("str", "", 64),  # shelly, tasmota: the plug's address
-        "port": ("int", 80, 1, 65535),
-        "timeout_s": ("float", 3.0, 0.5, 30.0),
-        # mqtt (over the broker of the "mqtt" section): where to send on/off, where the
-        # plug tells its state (ON/OFF, true/false, 1/0, or JSON with "output"/"POWER"/"state")
-        "command_topic": ("str", "", 128),
-        "state_topic": ("str", "", 128),
-        "payload_on": ("str", "ON", 32),
-        "payload_off": ("str", "OFF", 32),
-    },
-    "venus": {
-        "host": ("str", "", 64),  # the GX's IP address; empty: no grid data
-        "protocol": ("choice", "modbus", ("modbus", "mqtt")),  # Modbus TCP or the GX's broker
-        "port": ("int", 502, 1, 65535),
-        "unit": ("int", 100, 0, 255),  # com.victronenergy.system
-        "function": ("choice", 4, (3, 4)),  # holding or input registers: Venus answers both
-        "source": ("choice", "sum", ("sum", "L1", "L2", "L3")),
-        "meter_unit": ("int", 30, 0, 255),  # the grid meter's own service; 0: do not check
-        "interval_s": ("float", 1.0, 0.5, 60.0),
-        "timeout_s": ("float", 2.0, 0.5, 30.0),
-        "frozen_s": ("int", 60, 0, 3600),  # a value unchanged this long is stale; 0: off
-        "mqtt_port": ("int", 1883, 1, 65535),  # protocol mqtt: the GX's broker
-        "portal_id": ("str", "", 32),  # protocol mqtt: the GX's VRM id; empty: discovered
-        "mqtt_password": ("secret", "", 64),  # protocol mqtt: the GX's security profile
-        "keepalive_s": ("int", 30, 2, 55),  # protocol mqtt: Venus stops publishing after 60 s
-    },
-    "mqtt": {  # our state, commands and Home Assistant discovery on your broker
-        "host": ("str", "", 64),  # the broker; empty: no MQTT
-        "port": ("int", 1883, 1, 65535),
-        "user": ("str", "", 64),
-        "password": ("secret", "", 64),
-        "ca_file": ("str", "", 128),  # a CA certificate (PEM or DER) on the board: TLS
-        "client_id": ("str", "", 32),  # empty: the node id (ip22_<serial>)
-        "base_topic": ("str", "", 64),  # empty: ip22/<charger serial>
-        "update_s": ("float", 5.0, 1.0, 3600.0),  # changes are published this often
-        "full_s": ("int", 300, 10, 86400),  # and everything, changed or not, this often
-        "discovery": ("bool", True),  # Home Assistant discovery; off removes the entities
-        "discovery_prefix": ("str", "homeassistant", 64),
-        "commands": ("bool", True),  # mode, manual current and restart on <base>/set/...
-    },
-}
+
+def schema():
+    """The specs (schema.py), read in for this use only."""
+    return cold.load("schema").SCHEMA
 
 
-def defaults(schema=SCHEMA):
+def defaults(specs=None):
+    specs = specs or schema()
     out = {}
-    for key, spec in schema.items():
+    for key, spec in specs.items():
         out[key] = defaults(spec) if isinstance(spec, dict) else spec[1]
     return out
 
@@ -136,16 +48,17 @@ def _check(spec, value):
     return None
 
 
-def validate(data, schema=SCHEMA, prefix=""):
+def validate(data, specs=None, prefix=""):
     """(clean config, [errors]): every valid field of `data` over the defaults; an invalid or
     unknown field is reported as "section.field: reason" and keeps its default."""
-    clean = defaults(schema)
+    specs = specs or schema()
+    clean = defaults(specs)
     errors = []
     if not isinstance(data, dict):
         return clean, [(prefix.rstrip(".") or "config") + ": must be an object"]
     for key, value in data.items():
         name = prefix + str(key)
-        spec = schema.get(key)
+        spec = specs.get(key)
         if spec is None:
             errors.append(name + ": unknown setting")
         elif isinstance(spec, dict):
@@ -164,41 +77,26 @@ def _shown(spec, value):
     return SECRET if spec[0] == "secret" else json.dumps(value)
 
 
-class Config:
-    """The values in force, and how they came to be."""
-
-    def __init__(self, values, errors=(), source="defaults"):
-        self.values = values
-        self.errors = list(errors)
-        self.source = source
-
-    @property
-    def safe_mode(self):
-        return bool(self.errors)
-
-    def __getitem__(self, key):
-        return self.values[key]
-
-
 def load(path):
-    """Never raises: a missing file gives defaults, a broken one defaults plus the errors."""
+    """(values, errors, source). Never raises: a missing file gives defaults, a broken one
+    defaults plus the errors (app.Config then says safe mode)."""
     try:
         with open(path) as f:
             text = f.read()
     except OSError:
-        return Config(defaults(), (), "defaults (no %s)" % path)
+        return defaults(), [], "defaults (no %s)" % path
     try:
         data = json.loads(text)
     except ValueError as err:
-        return Config(defaults(), ["%s: not valid JSON (%s)" % (path, err)], "defaults")
+        return defaults(), ["%s: not valid JSON (%s)" % (path, err)], "defaults"
     values, errors = validate(data)
     if errors:
         # keep what lets the user reach the board and fix it; everything else safe
         safe = defaults()
         for key in ("hostname", "wifi", "http", "uart", "admin"):
             safe[key] = values[key]
-        return Config(safe, errors, path + " (invalid: safe mode)")
-    return Config(values, (), path)
+        return safe, errors, path + " (invalid: safe mode)"
+    return values, [], path
 
 
 def save(path, values):
@@ -213,11 +111,12 @@ def save(path, values):
     return clean
 
 
-def merged(values, patch, schema=SCHEMA):
+def merged(values, patch, specs=None):
     """`values` with `patch` laid over it (sections merged key by key); a secret sent back as
     "***" keeps its value, so a form that shows secrets redacted can be posted unchanged."""
+    specs = specs or schema()
     out = {}
-    for key, spec in schema.items():
+    for key, spec in specs.items():
         old = values.get(key)
         if key not in patch:
             out[key] = old
@@ -228,15 +127,16 @@ def merged(values, patch, schema=SCHEMA):
         else:
             out[key] = patch[key]
     for key in patch:
-        if key not in schema:
+        if key not in specs:
             out[key] = patch[key]  # validate() names it
     return out
 
 
-def redacted(values, schema=SCHEMA):
+def redacted(values, specs=None):
     """A copy fit to leave the board: secrets become "***" when set, "" when not."""
+    specs = specs or schema()
     out = {}
-    for key, spec in schema.items():
+    for key, spec in specs.items():
         value = values.get(key) if isinstance(values, dict) else None
         if isinstance(spec, dict):
             out[key] = redacted(value or {}, spec)

@@ -57,8 +57,9 @@ def config_topic(prefix, component, node, key):
 
 
 def messages(prefix, base, device, current=None):
-    """[(topic, payload)] for every entity. `device` has serial, model, pid, version,
-    charger_firmware, url; `current` is (min, max) of the charger for the number."""
+    """(topic, payload) for every entity, one at a time (all 23 at once would be a 15 kB peak
+    on the heap). `device` has serial, model, pid, version, charger_firmware, url; `current` is
+    (min, max) of the charger for the number."""
     node = node_id(device["serial"])
     dev = {"ids": [node], "name": "IP22 charger", "mf": "Victron Energy"}
     if device.get("model"):
@@ -69,7 +70,6 @@ def messages(prefix, base, device, current=None):
     if device.get("url"):
         dev["cu"] = device["url"]
     origin = {"name": "ip22-adapter", "sw": device["version"]}
-    out = []
     for component, key, name, dev_cla, unit, stat_cla, category, extra in ENTITIES:
         entity = {"name": name, "uniq_id": node + "_" + key, "avty_t": base + "/status"}
         if component == "button":
@@ -101,8 +101,7 @@ def messages(prefix, base, device, current=None):
         entity["dev"] = dev
         entity["o"] = origin
         payload = json.dumps(entity, separators=(",", ":"))
-        out.append((config_topic(prefix, component, node, key), payload))
-    return out
+        yield config_topic(prefix, component, node, key), payload
 
 
 def removals(prefix, serial):

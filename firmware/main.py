@@ -11,7 +11,7 @@ import sys
 
 import app
 import board
-import config
+import cold
 
 USAGE = (
     "usage: main.py [--config FILE] [--uart HOST:PORT|TTY] [--http-host H] [--http-port P]"
@@ -43,6 +43,18 @@ def _env(name):
     return getenv(name)
 
 
+def load_config(path, admin_password=None):
+    """The config in force. config.py and its schema are read in for this and let go again."""
+    configuration = cold.load("config")
+    values, errors, source = configuration.load(path)
+    if admin_password and not values["admin"]["password_hash"]:
+        auth = cold.load("auth")  # first start: set the admin password, stored hashed
+        values["admin"]["password_hash"] = auth.make_hash(admin_password)
+        if not errors:
+            configuration.save(path, values)
+    return app.Config(values, errors, source)
+
+
 def main(argv):
     try:
         opts = parse_args(argv)
@@ -50,7 +62,7 @@ def main(argv):
         print(err)
         sys.exit(2)
     path = opts.get("config", "config.json")
-    cfg = config.load(path)
+    cfg = load_config(path, opts.get("admin-password"))
     state_path = opts.get("state") or (
         path.rsplit("/", 1)[0] + "/state.json" if "/" in path else "state.json"
     )
@@ -59,12 +71,6 @@ def main(argv):
     except ValueError as err:
         print(err)
         sys.exit(2)
-    if opts.get("admin-password") and not cfg["admin"]["password_hash"]:
-        import auth  # first start: set the admin password, stored hashed
-
-        cfg.values["admin"]["password_hash"] = auth.make_hash(opts["admin-password"])
-        if not cfg.safe_mode:
-            config.save(path, cfg.values)
     a = app.App(cfg, hw, state_path, opts.get("http-host", "0.0.0.0"), opts.get("http-port"), path)
     try:
         asyncio.run(a.run())

@@ -12,8 +12,8 @@ to the charger. Bad ones are refused, counted and logged.
 """
 
 import json
-import sys
 
+import cold
 import mqttlink
 from ticks import ticks_add, ticks_diff, ticks_ms
 
@@ -163,13 +163,11 @@ class Mqtt:
     async def _announce(self, asyncio):
         """Discovery configs (or their removal), one message at a time."""
         prefix = self.s["discovery_prefix"]
-        import discovery  # 11 kB of tables: loaded for the announcement, dropped after it
-
+        discovery = cold.load("discovery")  # 11 kB of tables: only for the announcement
         try:
             await self._send_configs(asyncio, discovery, prefix)
         finally:
             del discovery
-            sys.modules.pop("discovery", None)
 
     async def _send_configs(self, asyncio, discovery, prefix):
         if self.s["discovery"]:

@@ -4,9 +4,8 @@ Reading needs no login; every change needs the admin password (auth.py)."""
 import asyncio
 import json
 
-import auth
-import config as configuration
-from microdot import Microdot, Request, redirect, send_file
+import cold
+from microdot import Microdot, Request, Response, redirect, send_file
 
 # bounded requests: a request line or header over 1 kB, or a body over 4 kB, is refused; only
 # an update's file may be longer, and it is streamed to flash, never held in memory
@@ -28,6 +27,7 @@ def make_app(app):
         stored = app.config["admin"]["password_hash"]
         if not stored:
             return {"error": "no admin password is set (admin.password_hash)"}, 403
+        auth = cold.load("auth")  # only for changes
         password = auth.password_from_header(request.headers.get("Authorization"))
         if password is None or not auth.verify(password, stored):
             failures["auth"] += 1
@@ -61,14 +61,14 @@ def make_app(app):
 
     @server.get("/api/ota")
     async def ota_status(request):
-        return app.ota.status()
+        return app.ota_status()
 
     @server.post("/api/ota/begin")
     async def ota_begin(request):
         manifest, bad = await change_body(request)
         if bad:
             return bad
-        return app.ota_step(lambda: app.ota.begin(manifest))
+        return app.ota_step(lambda updater: updater.begin(manifest))
 
     @server.put("/api/ota/file/<path:name>")
     async def ota_file(request, name):
@@ -76,7 +76,7 @@ def make_app(app):
         if refused:
             return refused
         try:
-            await app.ota.receive(name, request.stream, request.content_length)
+            await app.ota().receive(name, request.stream, request.content_length)
         except Exception as err:  # UpdateError, or the client went away, or the flash is full
             return app.ota_failed(err)
         return {"received": name}
@@ -86,7 +86,7 @@ def make_app(app):
         refused = await authorised(request)
         if refused:
             return refused
-        result = app.ota_step(app.ota.commit)
+        result = app.ota_step(lambda updater: updater.commit())
         if isinstance(result, tuple):
             return result
         asyncio.create_task(app.reboot())
@@ -98,26 +98,28 @@ def make_app(app):
 
     @server.get("/api/history")
     async def history(request):
-        return app.history()
+        return as_json(app.history())
 
     @server.get("/api/schema")
     async def schema(request):
-        return schema_of(configuration.SCHEMA)
+        return as_json(schema_of(cold.load("config").schema()))
 
     @server.get("/api/status")
     async def status(request):
         result = app.status()
         result["counters"]["auth_failures"] = failures["auth"]
-        return result
+        return as_json(result)
 
     @server.get("/api/config")
     async def get_config(request):
         c = app.config
-        return {
-            "config": configuration.redacted(c.values),
-            "source": c.source,
-            "errors": c.errors,
-        }
+        return as_json(
+            {
+                "config": cold.load("config").redacted(c.values),
+                "source": c.source,
+                "errors": c.errors,
+            }
+        )
 
     @server.post("/api/config")
     async def post_config(request):
@@ -154,6 +156,20 @@ def make_app(app):
         return metrics_text(app.status()), 200, {"Content-Type": "text/plain; version=0.0.4"}
 
     return server
+
+
+def as_json(obj):
+    """A JSON response written a top-level key at a time. The status, history and schema are
+    2-4 kB as one string, and a free block that size is what a fragmented heap lacks first."""
+    return Response(_pieces(obj), headers={"Content-Type": "application/json; charset=UTF-8"})
+
+
+def _pieces(obj):
+    sep = "{"
+    for key, value in obj.items():
+        yield sep + json.dumps(key) + ":" + json.dumps(value)
+        sep = ","
+    yield "}" if sep == "," else "{}"
 
 
 def schema_of(schema):

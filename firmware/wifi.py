@@ -6,8 +6,9 @@ the status page and the settings form can be reached (http://192.168.4.1/).
   which keeps retrying with a growing back-off;
 - once the station is up for CLOSE_AP_AFTER_S: the access point closes;
 - new WiFi settings (saved from the form) take effect without a restart.
-The radio is board.py's business: `radio` has connect(ssid, key), disconnect(), isconnected(),
-ip(), rssi(), status(), access_point(on, ssid, key), mac().
+The radio belongs to the board layer (board_esp32.Esp32Radio, board_host.HostRadio): it has
+connect(ssid, key), disconnect(), isconnected(), ip(), rssi(), status(),
+access_point(on, ssid, key) and mac().
 """
 
 import asyncio
@@ -113,38 +114,3 @@ class Supervisor:
         while True:
             self.step(ticks_ms())
             await asyncio.sleep(1)
-
-
-class HostRadio:
-    """The Unix port's stand-in: the host's network is always there; the access point is only
-    recorded (the status says which mode was asked for)."""
-
-    stand_in = True
-
-    def __init__(self):
-        self.joined = None
-        self.ap = None
-
-    def connect(self, ssid, key):
-        self.joined = ssid
-
-    def disconnect(self):
-        self.joined = None
-
-    def isconnected(self):
-        return self.joined is not None
-
-    def ip(self):
-        return "127.0.0.1"
-
-    def rssi(self):
-        return None
-
-    def status(self):
-        return "host network (stand-in)"
-
-    def access_point(self, on, ssid, key):
-        self.ap = (ssid, len(key)) if on else None
-
-    def mac(self):
-        return b"\x02\x00\x00\x00\x1a\x2b"

@@ -126,7 +126,7 @@ def test_entity(topic: str, component: str, key: str, p: dict[str, Any]) -> None
     if component == "binary_sensor":
         assert (p["pl_on"], p["pl_off"]) == ("ON", "OFF")
     if component == "select":
-        assert set(config.SCHEMA["control"]["mode"][2]) <= set(p["ops"])
+        assert set(config.schema()["control"]["mode"][2]) <= set(p["ops"])
         assert {"auto", "manual", "off"} <= set(p["ops"])
     if component == "sensor" and "ops" in p:
         assert p["dev_cla"] == "enum"  # options without it are rejected

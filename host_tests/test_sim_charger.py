@@ -11,6 +11,7 @@ from tools.sim.charger import ChargerOptions, VirtualIP22
 from tools.sim.physics import Battery
 
 import ip22
+import ip22text
 
 STEP = 0.02
 
@@ -110,10 +111,10 @@ def test_text_values_follow_the_physics() -> None:
     assert r.blocks[0][1]["CS"] == "245"  # starting up
 
 
-@pytest.mark.parametrize("pid", sorted(ip22.PRODUCTS))
+@pytest.mark.parametrize("pid", sorted(ip22text.PRODUCTS))
 def test_every_model_answers_its_identity(pid: int) -> None:
     r = Run(VirtualIP22(ChargerOptions(model=pid)))
-    model, volts, rated, outputs = ip22.product(pid)
+    model, volts, rated, outputs = ip22text.product(pid)
     assert r.request(v.frame_product_id()) == [
         v.frame(v.DONE, v.pack("un16", pid)).decode().strip()
     ]

@@ -150,7 +150,7 @@ SPECIFIC = [
     ),
     (
         "termios is imported only on the Unix port (HostBoard's tty); the ESP32 never runs it",
-        "board.py",
+        "board_host.py",
         "reportMissingImports",
         r'^Import "termios" could not be resolved$',
     ),

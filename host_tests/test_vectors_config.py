@@ -74,15 +74,15 @@ def test_ints_become_floats_where_floats_are_asked():
 
 
 def test_load_missing_file_gives_defaults_without_safe_mode():
-    cfg = config.load(tmp_file("none.json"))
-    assert not cfg.safe_mode and cfg.values == config.defaults()
-    assert "no " in cfg.source
+    values, errors, source = config.load(tmp_file("none.json"))
+    assert not errors and values == config.defaults()
+    assert "no " in source
 
 
 def test_load_broken_json_is_safe_mode():
-    cfg = config.load(tmp_file("broken.json", "{control: off"))
-    assert cfg.safe_mode and "not valid JSON" in cfg.errors[0]
-    assert cfg.values == config.defaults()
+    values, errors, source = config.load(tmp_file("broken.json", "{control: off"))
+    assert "not valid JSON" in errors[0]
+    assert values == config.defaults()
 
 
 def test_load_invalid_field_keeps_network_and_nothing_else():
@@ -93,12 +93,11 @@ def test_load_invalid_field_keeps_network_and_nothing_else():
             "control": {"mode": "manual", "manual_current_a": 999},
         }
     )
-    cfg = config.load(tmp_file("invalid.json", text))
-    assert cfg.safe_mode and cfg.errors == [
-        "control.manual_current_a: must be 0.0..100.0 (got 999)"
-    ]
-    assert cfg["wifi"]["ssid"] == "home" and cfg["http"]["port"] == 8080
-    assert cfg["control"]["mode"] == "off"  # not "manual": safe mode touches nothing
+    values, errors, source = config.load(tmp_file("invalid.json", text))
+    assert errors == ["control.manual_current_a: must be 0.0..100.0 (got 999)"]
+    assert "safe mode" in source
+    assert values["wifi"]["ssid"] == "home" and values["http"]["port"] == 8080
+    assert values["control"]["mode"] == "off"  # not "manual": safe mode touches nothing
 
 
 def test_save_is_atomic_and_validated():
@@ -106,7 +105,7 @@ def test_save_is_atomic_and_validated():
     values = config.defaults()
     values["control"]["mode"] = "manual"
     config.save(path, values)
-    assert config.load(path).values == values
+    assert config.load(path)[0] == values
     assert "saved.json.tmp" not in os.listdir(TMP)
     values["control"]["mode"] = "turbo"
     try:
@@ -115,7 +114,7 @@ def test_save_is_atomic_and_validated():
         assert "control.mode" in str(err)
     else:
         raise AssertionError("an invalid config was saved")
-    assert config.load(path)["control"]["mode"] == "manual"  # the old file is intact
+    assert config.load(path)[0]["control"]["mode"] == "manual"  # the old file is intact
 
 
 def test_redacted():
@@ -187,3 +186,12 @@ def test_admin_password_hash_and_headers():
     assert (
         auth.password_from_header("Digest x") is None and auth.password_from_header(None) is None
     )
+
+
+def test_the_schema_is_read_in_only_while_used():
+    import sys
+
+    sys.modules.pop("schema", None)
+    values, errors = config.validate({"control": {"mode": "auto"}})
+    assert values["control"]["mode"] == "auto" and not errors
+    assert "schema" not in sys.modules  # ~10 kB of tables the board does not keep

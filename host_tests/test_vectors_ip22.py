@@ -1,6 +1,8 @@
 """Test vectors for firmware/ip22.py; run by pytest and on the MicroPython Unix port."""
 
 import ip22
+import ip22text
+import registers
 import vedirect as v
 
 
@@ -63,24 +65,24 @@ def test_encode_refuses():
 
 def test_register_table_shape():
     storages = (ip22.NVM, ip22.VOLATILE, ip22.READ_ONLY, ip22.WRITABLE)
-    for reg, spec in ip22.REGISTERS.items():
+    for reg, spec in registers.REGISTERS.items():
         name, vtype, scale, unit, storage, sentinel = spec
         assert vtype in v.TYPES or vtype in (ip22.RAW, ip22.TEXT), name
         assert storage in storages, name
         assert scale > 0 and isinstance(unit, str), name
-        assert ip22.BY_NAME[name] == reg
-    assert ip22.REGISTERS[0xEDF0][4] == ip22.NVM
-    assert ip22.REGISTERS[0x2015][4] == ip22.VOLATILE
+        assert registers.BY_NAME[name] == reg
+    assert registers.REGISTERS[0xEDF0][4] == ip22.NVM
+    assert registers.REGISTERS[0x2015][4] == ip22.VOLATILE
 
 
 def test_products():
-    assert ip22.product(0xA334) == ("Blue Smart IP22 24/12 (1)", 24, 12, 1)
-    assert ip22.product(0xA332)[1:3] == (24, 8)
-    assert ip22.product(0xA330)[1:3] == (12, 30)
-    assert ip22.product(0xA336)[1:] == (24, 16, 1)
-    assert ip22.product(0xA335)[3] == 3
-    assert ip22.product(0xA389) is None
-    for pid, (_, volts, amps, outputs) in ip22.PRODUCTS.items():
+    assert ip22text.product(0xA334) == ("Blue Smart IP22 24/12 (1)", 24, 12, 1)
+    assert ip22text.product(0xA332)[1:3] == (24, 8)
+    assert ip22text.product(0xA330)[1:3] == (12, 30)
+    assert ip22text.product(0xA336)[1:] == (24, 16, 1)
+    assert ip22text.product(0xA335)[3] == 3
+    assert ip22text.product(0xA389) is None
+    for pid, (_, volts, amps, outputs) in ip22text.PRODUCTS.items():
         assert volts in (12, 24) and amps in (8, 12, 15, 16, 20, 30) and outputs in (1, 3), pid
         assert pid & 1 == (outputs == 3), pid
 
@@ -97,20 +99,30 @@ def test_min_current_rule():
 
 
 def test_code_names():
-    assert ip22.state_name(3) == "bulk"
-    assert ip22.state_name(4) == "absorption"
-    assert ip22.state_name(245) == "starting up"
-    assert ip22.state_name(99) == "state 99"
-    assert ip22.error_name(0) == "no error"
-    assert ip22.error_name(67) == "BMS connection lost"
-    assert ip22.error_name(200) == "error 200"
-    assert ip22.off_reason_names(0) == []
-    assert ip22.off_reason_names(0x0005) == ["no input power", "soft switch"]
+    assert ip22text.state_name(3) == "bulk"
+    assert ip22text.state_name(4) == "absorption"
+    assert ip22text.state_name(245) == "starting up"
+    assert ip22text.state_name(99) == "state 99"
+    assert ip22text.error_name(0) == "no error"
+    assert ip22text.error_name(67) == "BMS connection lost"
+    assert ip22text.error_name(200) == "error 200"
+    assert ip22text.off_reason_names(0) == []
+    assert ip22text.off_reason_names(0x0005) == ["no input power", "soft switch"]
 
 
 def test_rating_and_model_name():
-    assert ip22.rated_current(0xA334) == 12.0
-    assert ip22.rated_current(0xA334, 11.5) == 11.5  # the charger's own 0xEDDF wins
-    assert ip22.rated_current(0xA389) is None and ip22.rated_current(None) is None
-    assert ip22.model_name(0xA332) == "Blue Smart IP22 24/8 (1)"
-    assert ip22.model_name(0xA389) == "PID 0xA389"
+    assert ip22text.rated_current(0xA334) == 12.0
+    assert ip22text.rated_current(0xA334, 11.5) == 11.5  # the charger's own 0xEDDF wins
+    assert ip22text.rated_current(0xA389) is None and ip22text.rated_current(None) is None
+    assert ip22text.model_name(0xA332) == "Blue Smart IP22 24/8 (1)"
+    assert ip22text.model_name(0xA389) == "PID 0xA389"
+
+
+def test_the_register_table_is_read_in_only_for_a_new_register():
+    import sys
+
+    sys.modules.pop("registers", None)
+    assert ip22.spec(0xEDF0) == registers.REGISTERS[0xEDF0]
+    assert "registers" not in sys.modules  # let go again: its heap is free on the board
+    assert ip22.register_name(0x2015) == "link_charge_current_limit"
+    assert ip22.spec(0x9999) is None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import config
+from app import Config
 import wifi
 from fwrun import Background, Firmware, make_world
 
@@ -54,7 +55,7 @@ class ScriptedRadio:
 def supervisor(radio: ScriptedRadio, **wifi_values: Any) -> wifi.Supervisor:
     values = config.defaults()
     values["wifi"].update(wifi_values)
-    return wifi.Supervisor(radio, config.Config(values), lambda line: None)
+    return wifi.Supervisor(radio, Config(values), lambda line: None)
 
 
 def run(sup: wifi.Supervisor, seconds: int, start: int = 0) -> int:

@@ -17,6 +17,8 @@ from typing import IO, Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "firmware"))
 import ip22  # noqa: E402
+import ip22text  # noqa: E402
+import registers  # noqa: E402
 import vedirect as codec  # noqa: E402
 
 EXIT_OK = 0
@@ -78,9 +80,9 @@ def event_line(ev: Any) -> str:
         parts = []
         for label, value in ev.fields():
             if label == "CS" and value.isdigit():
-                value = "%s (%s)" % (value, ip22.state_name(int(value)))
+                value = "%s (%s)" % (value, ip22text.state_name(int(value)))
             elif label == "ERR" and value.isdigit():
-                value = "%s (%s)" % (value, ip22.error_name(int(value)))
+                value = "%s (%s)" % (value, ip22text.error_name(int(value)))
             parts.append("%s=%s" % (label, value))
         return "text  " + " ".join(parts)
     info = event_json(ev)
@@ -101,8 +103,8 @@ def event_line(ev: Any) -> str:
 
 def parse_register(text: str) -> int:
     """0xEDF0, 60912 or a register name from firmware/ip22.py."""
-    if text in ip22.BY_NAME:
-        return ip22.BY_NAME[text]
+    if text in registers.BY_NAME:
+        return registers.BY_NAME[text]
     try:
         reg = int(text, 0)
     except ValueError:
@@ -269,8 +271,8 @@ def cmd_get(charger: Charger, args: argparse.Namespace, out: IO[str]) -> int:
 def current_range(charger: Charger) -> tuple[float, float, str]:
     """(minimum, maximum, model) from the charger's own registers, the PID table as fallback."""
     pid = charger.product_id()
-    model = ip22.model_name(pid)
-    rated = ip22.rated_current(pid, charger.get(ip22.MAX_CURRENT).get("value"))
+    model = ip22text.model_name(pid)
+    rated = ip22text.rated_current(pid, charger.get(ip22.MAX_CURRENT).get("value"))
     if rated is None:
         raise CliError(
             "%s: the charger does not report its maximum current (0xEDDF) and the PID is not "

@@ -9,6 +9,7 @@ if FIRMWARE not in sys.path:
     sys.path.insert(0, FIRMWARE)
 
 import ip22  # noqa: E402  (the protocol lives once, in firmware/)
+import ip22text  # noqa: E402
 import vedirect as v  # noqa: E402
 
-__all__ = ["ip22", "v"]
+__all__ = ["ip22", "ip22text", "v"]

@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 
-from tools.sim import ip22
+from tools.sim import ip22text
 from tools.sim.charger import ChargerOptions, VirtualIP22
 from tools.sim.physics import OCV_CURVES, Battery
 from tools.sim.serve import Clock, Installation
@@ -25,8 +25,8 @@ def product_id(text: str) -> int:
         pid = int(text, 16)
     except ValueError:
         raise argparse.ArgumentTypeError("not a product id: %r (e.g. 0xA334)" % text) from None
-    if ip22.product(pid) is None:
-        known = ", ".join("0x%04X" % p for p in ip22.PRODUCTS)
+    if ip22text.product(pid) is None:
+        known = ", ".join("0x%04X" % p for p in ip22text.PRODUCTS)
         raise argparse.ArgumentTypeError("not an IP22 product id: %r; known: %s" % (text, known))
     return pid
 
@@ -117,7 +117,7 @@ def build_world(args: argparse.Namespace) -> World:
         raise ValueError("--soc must be 0..1")
     if not args.capacity > 0:
         raise ValueError("--capacity must be > 0")
-    _, volts, _, _ = ip22.product(args.model)
+    _, volts, _, _ = ip22text.product(args.model)
     battery = Battery(
         nominal_v=volts, chemistry=args.chemistry, capacity_ah=args.capacity, soc=args.soc
     )

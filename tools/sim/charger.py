@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from tools.sim import ip22, v
+from tools.sim import ip22text, v
 from tools.sim.physics import STARTING, Battery, ChargerPhysics
 
 WIRE_BYTES_PER_S = 1920  # 19200 baud, 8N1
@@ -42,7 +42,7 @@ class ChargerOptions:
     history_clear: int = 1105659  # HC#
 
     def __post_init__(self) -> None:
-        if ip22.product(self.model) is None:
+        if ip22text.product(self.model) is None:
             raise ValueError("unknown IP22 product id 0x%04X" % self.model)
         for name, value, allowed in (
             ("below_min", self.below_min, ("reject", "clamp")),
@@ -104,7 +104,7 @@ class VirtualIP22:
         seed: int = 1,
     ) -> None:
         self.options = options or ChargerOptions()
-        model, volts, rated, outputs = ip22.product(self.options.model)
+        model, volts, rated, outputs = ip22text.product(self.options.model)
         self.model_name = model
         self.rated_raw = rated * 10
         self.outputs = outputs
@@ -439,7 +439,7 @@ class VirtualIP22:
             "pid": "0x%04X" % self.options.model,
             "uptime_s": self.uptime(now),
             "on": self.on,
-            "state": ip22.state_name(self.state_code),
+            "state": ip22text.state_name(self.state_code),
             "voltage_v": round(ph.voltage, 2),
             "current_a": round(ph.current_a, 2),
             "stored_limit_a": self.stored_limit / 10,

@@ -1,0 +1,102 @@
+"""The adapter board: an ESP32-C3 with UART1 on the charger's header, WiFi, a watchdog."""
+
+import asyncio
+
+import machine
+import network
+
+from board import StreamPort
+
+BAUDRATE = 19200
+
+
+class Esp32Board:
+    """The adapter board: ESP32-C3, UART1 on the header through the isolator."""
+
+    name = "esp32"
+
+    def __init__(self, config):
+        self.uart_config = config["uart"]
+        self._port = None
+        self.radio = Esp32Radio(config["hostname"])
+        self.dns_port = 53  # the captive portal's DNS while the access point is open
+
+    async def open_uart(self):
+        if self._port is None:  # one UART for the life of the board
+            u = self.uart_config
+            uart = machine.UART(
+                u["id"], baudrate=BAUDRATE, tx=u["tx"], rx=u["rx"], rxbuf=u["rxbuf"], timeout=0
+            )
+            self._port = StreamPort(asyncio.StreamReader(uart), asyncio.StreamWriter(uart, {}))
+            self._port.close = lambda: None
+        return self._port
+
+    def watchdog(self, timeout_ms):
+        return machine.WDT(timeout=timeout_ms)
+
+    def unique_id(self):
+        return "".join("%02x" % b for b in machine.unique_id())
+
+    def reset(self):
+        machine.reset()
+
+
+class Esp32Radio:
+    """network.WLAN, station and access point, for wifi.Supervisor."""
+
+    def __init__(self, hostname):
+        self.hostname = hostname
+        self.sta = None
+        self.ap = None
+
+    def _station(self):
+        if self.sta is None:
+            try:
+                network.hostname(self.hostname)  # before connect(): it is sent then
+            except (AttributeError, ValueError, OSError):
+                pass
+            self.sta = network.WLAN(network.STA_IF)
+            self.sta.active(True)
+            try:
+                self.sta.config(pm=0)  # mains powered: no power save (answers late by seconds)
+            except (ValueError, OSError):
+                pass
+        return self.sta
+
+    def connect(self, ssid, key):
+        self._station().connect(ssid, key)
+
+    def disconnect(self):
+        if self.sta is not None:
+            try:
+                self.sta.disconnect()
+            except OSError:
+                pass
+
+    def isconnected(self):
+        return self.sta is not None and self.sta.isconnected()
+
+    def ip(self):
+        return self.sta.ifconfig()[0] if self.sta is not None else None
+
+    def rssi(self):
+        try:
+            return self.sta.status("rssi")
+        except (AttributeError, ValueError, OSError):
+            return None
+
+    def status(self):
+        return "status %s" % (self.sta.status() if self.sta is not None else "off")
+
+    def access_point(self, on, ssid, key):
+        if self.ap is None:
+            self.ap = network.WLAN(network.AP_IF)
+        if on:
+            try:
+                self.ap.config(essid=ssid, key=key, security=3)  # WPA2-PSK
+            except (TypeError, ValueError):  # before 1.23 the name was authmode
+                self.ap.config(essid=ssid, key=key, authmode=3)
+        self.ap.active(on)
+
+    def mac(self):
+        return self._station().config("mac")
