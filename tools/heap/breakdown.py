@@ -1,0 +1,155 @@
+"""What the heap holds before the tasks run: each module's import on its own, measured on the
+Unix port, so that the big ones show, and which of them this configuration loads at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tools.build import FIRMWARE
+from tools.heap.firmware import micropython_path
+
+BUILTIN_MODULES = ("gc", "sys", "os", "time", "json", "select", "socket", "struct", "binascii",
+                   "hashlib", "errno", "asyncio")
+NOT_IMPORTED = {"main", "bootstrap"}  # entry points: they run the firmware when imported
+IMPORT_RE = re.compile(r"^\s*(?:import\s+(\w+)|from\s+(\w+)\s+import\s+(\w+))", re.M)
+
+
+def import_order(fw: Path) -> list[str]:
+    """The firmware's modules (and microdot, umqtt.simple) dependencies first, so that each
+    import's heap delta is that module's own cost."""
+    names = {p.stem for p in FIRMWARE.glob("*.py")} - NOT_IMPORTED
+    deps: dict[str, set[str]] = {}
+    for name in names:
+        found = set()
+        for m in IMPORT_RE.finditer((FIRMWARE / (name + ".py")).read_text()):
+            mod = m.group(1) or m.group(2)
+            if mod == "umqtt":
+                found.add("umqtt.simple")
+            elif mod in names or mod == "microdot":
+                found.add(mod)
+        deps[name] = found - {name}
+    deps["microdot"] = set()
+    deps["umqtt.simple"] = set()
+    order: list[str] = []
+
+    def visit(n: str, path: tuple[str, ...] = ()) -> None:
+        if n in order or n in path:
+            return
+        for d in sorted(deps.get(n, ())):
+            visit(d, path + (n,))
+        order.append(n)
+
+    for n in sorted(deps):
+        visit(n)
+    return order
+
+
+BREAKDOWN_SCRIPT = """
+import gc, sys
+sys.path.insert(0, %(fw)r)
+gc.collect()
+print("base", gc.mem_alloc())
+def step(name, fn):
+    gc.collect()
+    a = gc.mem_alloc()
+    try:
+        r = fn()
+        err = ""
+    except Exception as e:
+        r = None
+        err = "%%s: %%s" %% (type(e).__name__, e)
+    gc.collect()
+    print("step", name, gc.mem_alloc() - a, err)
+    return r
+if %(per_module)r:  # each module on its own, dependencies first
+    for name in %(builtins)r + %(order)r:
+        step("import " + name, lambda: __import__(name))
+import board, config, app
+cfg = step("config.load", lambda: config.load(%(config)r))
+hw = step("board.make", lambda: board.make(cfg, %(uart)r))
+a = step("App(...)", lambda: app.App(cfg, hw, %(state)r, "127.0.0.1", 8080, %(config)r))
+step("import web", lambda: __import__("web"))  # what web_task loads first
+gc.collect()
+print("total", gc.mem_alloc())
+print("modules", " ".join(sorted(sys.modules)))
+"""
+
+
+def _breakdown_pass(fw: Path, lib: Path, workdir: Path, micropython: str | None,
+                    per_module: bool) -> dict[str, Any]:
+    script = workdir / ("breakdown_%s.py" % ("modules" if per_module else "firmware"))
+    script.write_text(BREAKDOWN_SCRIPT % {
+        "fw": str(fw), "builtins": list(BUILTIN_MODULES), "order": import_order(fw),
+        "config": str(workdir / "config.json"), "uart": "socket://127.0.0.1:9",
+        "state": str(workdir / "state.json"), "per_module": per_module,
+    })
+    env = dict(os.environ, MICROPYPATH="%s:.frozen" % lib)
+    out = subprocess.run([micropython or micropython_path(), "-X", "heapsize=4M", str(script)],
+                         capture_output=True, text=True, env=env, cwd=workdir, timeout=60)
+    steps: list[dict[str, Any]] = []
+    result: dict[str, Any] = {"steps": steps, "modules": [], "output": out.stdout[-2000:] +
+                              out.stderr[-2000:]}
+    for line in out.stdout.splitlines():
+        word, _, rest = line.partition(" ")
+        if word in ("base", "total"):
+            result[word] = int(rest)
+        elif word == "modules":
+            result["modules"] = rest.split()
+        elif word == "step":
+            m = re.match(r"(.+?) (-?\d+) ?(.*)$", rest)  # "import x 1234 [error]"
+            if m:
+                steps.append({"what": m.group(1), "bytes": int(m.group(2)),
+                              "error": m.group(3) or None})
+    return result
+
+
+def breakdown(fw: Path, lib: Path, config: dict[str, Any], micropython: str | None = None,
+              workdir: Path | None = None) -> dict[str, Any]:
+    """What the heap holds before the tasks run, on the Unix port with a large heap: each
+    module's import on its own (dependencies first), then config.load, board.make, App(...)
+    and `import web`. A second process does what the firmware does (import app, App(...),
+    import web): its total is the figure, its sys.modules says which modules this
+    configuration loads (the others are listed, not counted)."""
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="bench_heap_bd_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(json.dumps(config))
+    real = _breakdown_pass(fw, lib, workdir, micropython, per_module=False)
+    each = _breakdown_pass(fw, lib, workdir, micropython, per_module=True)
+    loaded = set(real["modules"])
+    steps = []
+    for st in each["steps"]:
+        name = st["what"][len("import "):] if st["what"].startswith("import ") else None
+        st["loaded"] = name is None or name in loaded or name in BUILTIN_MODULES
+        steps.append(st)
+    return {
+        "base": real.get("base"),
+        "total": real.get("total"),
+        "steps": steps,
+        "not_loaded": [s["what"][7:] for s in steps if not s["loaded"]],
+        "error": None if real.get("total") else real["output"],
+    }
+
+
+def breakdown_table(b: dict[str, Any]) -> str:
+    if not b.get("total"):
+        return "heap breakdown failed: %s" % b.get("error")
+    lines = ["what the heap holds before the tasks start (Unix port, after gc.collect()):"]
+    lines.append("  %-30s %7d B" % ("the interpreter at start", b.get("base", 0)))
+    for st in b["steps"]:
+        if st["loaded"] and (st["bytes"] or st["error"]):
+            lines.append("  %-30s %7d B%s" % (st["what"], st["bytes"],
+                                              "  (" + st["error"] + ")" if st["error"] else ""))
+    lines.append("  %-30s %7d B" % ("total before the tasks run", b["total"]))
+    if b["not_loaded"]:
+        lines.append(
+            "  not imported before the tasks run (later, or not with this config): "
+            + ", ".join("%s %d B" % (s["what"][7:], s["bytes"]) for s in b["steps"]
+                        if not s["loaded"])
+        )
+    return "\n".join(lines)
