@@ -10,6 +10,7 @@ import board
 import charger
 import cold
 import control
+import trend
 import venus
 import wifi
 from ticks import ticks_diff, ticks_ms
@@ -65,7 +66,9 @@ class App:
         self.beats = {}
         self.restarts = {}
         self.heap = {"used": None, "free": None, "peak_used": 0}
-        self.trend = {"grid_w": [], "charger_w": [], "setpoint_a": []}
+        self.trend = trend.Trend(
+            (("grid_w", 1), ("charger_w", 1), ("setpoint_a", 10)), HISTORY_POINTS
+        )
         persisted = self._load_state()
         self.link = charger.Link(
             board_.open_uart, config["charger"], self.log, persisted.get("stored_writes", 0)
@@ -398,19 +401,11 @@ class App:
         charger_w = None
         if s.voltage_v is not None and s.current_a is not None and self.link.connected():
             charger_w = round(s.voltage_v * s.current_a)
-        for key, value in (
-            ("grid_w", grid),
-            ("charger_w", charger_w),
-            ("setpoint_a", self.control_status()["setpoint_a"]),
-        ):
-            series = self.trend[key]
-            series.append(value)
-            if len(series) > HISTORY_POINTS:
-                series.pop(0)
+        self.trend.add((grid, charger_w, self.control_status()["setpoint_a"]))
 
     def history(self):
         out = {"interval_s": HOUSEKEEPING_S}
-        out.update(self.trend)
+        out.update(self.trend.lists())
         return out
 
     # -- changes from the API: the one way in -----------------------------------------------

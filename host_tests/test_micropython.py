@@ -14,6 +14,7 @@ VECTOR_MODULES = [
     "test_vectors_ip22",
     "test_vectors_config",
     "test_vectors_control",
+    "test_vectors_trend",
 ]
 
 

@@ -17,10 +17,8 @@ is gc.mem_alloc() after the gc.collect() the housekeeping task does every 10 s, 
 gc.mem_free() at the moment of the request).
 
 "Flat": the mean of the last third of the heap samples (`heap.used` from every status poll
-after start-up) is at most FLAT_MARGIN_B (1 kB) above the mean of the first third, plus what the
-chart's history grew by in between: it is bounded (180 points per series, full after 30 min) but
-fills during a shorter run, so its cost is measured on the Unix port from the /api/history
-answers (lists grown by append as app.sample() grows them) and allowed for.
+after start-up) is at most FLAT_MARGIN_B (1 kB) above the mean of the first third. Nothing is
+allowed to grow: the chart's history is allocated whole at start (firmware/trend.py).
 
 --find-min bisects, in 8K steps, the smallest -X heapsize at which a shorter run (--trial-s,
 everything active) has no MemoryError, no task restart, no failed HTTP request, and every part
@@ -73,10 +71,8 @@ from tools.heap.report import find_min_table, kb, table  # noqa: E402
 from tools.heap.run import SETTLE_TIMEOUT_S, memory_error_lines, run  # noqa: E402
 from tools.heap.verdict import (  # noqa: E402
     FLAT_MARGIN_B,
-    HISTORY_COST_SCRIPT,
     LOST_FRAMES_TOLERANCE,
     flatness,
-    history_cost,
     passed,
     why_failed,
 )
@@ -86,7 +82,6 @@ __all__ = [
     "BUILD",
     "BUILTIN_MODULES",
     "FLAT_MARGIN_B",
-    "HISTORY_COST_SCRIPT",
     "HISTORY_EVERY_S",
     "HTTP_TIMEOUT_S",
     "IMPORT_RE",
@@ -107,7 +102,6 @@ __all__ = [
     "find_min_table",
     "firmware_revision",
     "flatness",
-    "history_cost",
     "import_order",
     "kb",
     "main",

@@ -17,6 +17,7 @@ from tools.heap.firmware import micropython_path
 BUILTIN_MODULES = ("gc", "sys", "os", "time", "json", "select", "socket", "struct", "binascii",
                    "hashlib", "errno", "asyncio")
 NOT_IMPORTED = {"main", "bootstrap"}  # entry points: they run the firmware when imported
+NOT_IMPORTED |= {"board_esp32"}  # needs the ESP32's `network`
 IMPORT_RE = re.compile(r"^\s*(?:import\s+(\w+)|from\s+(\w+)\s+import\s+(\w+))", re.M)
 
 
@@ -70,8 +71,11 @@ def step(name, fn):
 if %(per_module)r:  # each module on its own, dependencies first
     for name in %(builtins)r + %(order)r:
         step("import " + name, lambda: __import__(name))
-import board, config, app
-cfg = step("config.load", lambda: config.load(%(config)r))
+import board, cold, app
+def load_config(path):  # as main.load_config: config.py read in and let go
+    values, errors, source = cold.load("config").load(path)
+    return app.Config(values, errors, source)
+cfg = step("config.load", lambda: load_config(%(config)r))
 hw = step("board.make", lambda: board.make(cfg, %(uart)r))
 a = step("App(...)", lambda: app.App(cfg, hw, %(state)r, "127.0.0.1", 8080, %(config)r))
 step("import web", lambda: __import__("web"))  # what web_task loads first

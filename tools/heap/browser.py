@@ -30,7 +30,6 @@ class Browser:
         self.failures: list[dict[str, Any]] = []
         self.slowest_ms: dict[str, float] = {}
         self.statuses: list[tuple[float, dict[str, Any]]] = []  # (monotonic, /api/status)
-        self.histories: list[tuple[float, dict[str, Any]]] = []  # (monotonic, /api/history)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.t0 = time.monotonic()
@@ -71,8 +70,6 @@ class Browser:
             self.slowest_ms[path] = max(self.slowest_ms.get(path, 0.0), ms)
             if path == "/api/status":
                 self.statuses.append((time.monotonic(), result))
-            elif path == "/api/history":
-                self.histories.append((time.monotonic(), result))
         return result
 
     def load(self, settings: bool = False) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tools.heap.firmware import firmware_revision
-from tools.heap.verdict import FLAT_MARGIN_B, why_failed
+from tools.heap.verdict import why_failed
 
 
 def kb(n: Any) -> str:
@@ -35,11 +35,9 @@ def table(r: dict[str, Any]) -> str:
         ("heap.peak_used (max after gc.collect)", kb(r.get("heap_peak_used"))),
         ("free_heap, lowest seen (uncollected garbage counts)", kb(r.get("free_heap_min_seen"))),
         ("flat: last third - first third <= margin",
-         "%s: %+d B over %d samples (%s -> %s B); margin %s B = %d + the chart history's "
-         "growth %s B (points %s)"
+         "%s: %+d B over %d samples (%s -> %s B); margin %s B"
          % (fl.get("flat"), fl.get("trend_b") or 0, fl.get("samples", 0),
-            fl.get("first_third_mean_b"), fl.get("last_third_mean_b"), fl.get("margin_b"),
-            FLAT_MARGIN_B, fl.get("history_growth_b"), fl.get("history_points"))),
+            fl.get("first_third_mean_b"), fl.get("last_third_mean_b"), fl.get("margin_b"))),
         ("MemoryErrors in the log", r.get("memory_errors")),
         ("tracebacks in the log", r.get("tracebacks")),
         ("task restarts", r.get("task_restarts")),

@@ -273,7 +273,7 @@ def _observe(
                     )
                 )
     out["run_s"] = round(time.monotonic() - t0, 1)
-    return _finish(out, browser, tap, start, t0, micropython)
+    return _finish(out, browser, tap, start, t0)
 
 
 def _finish(
@@ -282,7 +282,6 @@ def _finish(
     tap: FrameTap,
     start: dict[str, Any] | None,
     t0: float | None,
-    micropython: str | None = None,
 ) -> dict[str, Any]:
     """Stop polling, silence the line, compare frames, collect the figures."""
     browser.stop()
@@ -305,9 +304,7 @@ def _finish(
     out["heap_samples"] = _per_round(window)
     out["heap_used_min"] = min(used) if used else None
     out["heap_used_max"] = max(used) if used else None
-    with browser.lock:
-        histories = list(browser.histories)
-    out["flatness"] = flatness(timed, histories, micropython)
+    out["flatness"] = flatness(timed)
     if end:
         c = end["counters"]
         total = (end["heap"]["used"] or 0) + (end["heap"]["free"] or 0)

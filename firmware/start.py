@@ -1,0 +1,75 @@
+"""Starts the firmware: arguments, the config in force, the board, the app (main.py calls
+main()). On the board there are no arguments: /config.json, the UART from the config, port 80.
+"""
+
+import asyncio
+import sys
+
+import app
+import board
+import cold
+
+USAGE = (
+    "usage: main.py [--config FILE] [--uart HOST:PORT|TTY] [--http-host H] [--http-port P]"
+    " [--state FILE] [--admin-password PW]"
+)
+OPTIONS = ("--config", "--uart", "--http-host", "--http-port", "--state", "--admin-password")
+
+
+def parse_args(argv):
+    opts = {}
+    i = 0
+    while i < len(argv):
+        key = argv[i]
+        if key not in OPTIONS or i + 1 >= len(argv):
+            raise ValueError(USAGE)
+        opts[key[2:]] = argv[i + 1]
+        i += 2
+    if "http-port" in opts:
+        opts["http-port"] = int(opts["http-port"])
+    return opts
+
+
+def _env(name):
+    """The Unix port acting as a board (tools/fakeboard.py) says where the charger is here."""
+    try:
+        from os import getenv
+    except ImportError:  # the ESP32 has no environment
+        return None
+    return getenv(name)
+
+
+def load_config(path, admin_password=None):
+    """The config in force. config.py and its schema are read in for this and let go again."""
+    configuration = cold.load("config")
+    values, errors, source = configuration.load(path)
+    if admin_password and not values["admin"]["password_hash"]:
+        auth = cold.load("auth")  # first start: set the admin password, stored hashed
+        values["admin"]["password_hash"] = auth.make_hash(admin_password)
+        if not errors:
+            configuration.save(path, values)
+    return app.Config(values, errors, source)
+
+
+def main(argv):
+    try:
+        opts = parse_args(argv)
+    except ValueError as err:
+        print(err)
+        sys.exit(2)
+    path = opts.get("config", "config.json")
+    cfg = load_config(path, opts.get("admin-password"))
+    state_path = opts.get("state") or (
+        path.rsplit("/", 1)[0] + "/state.json" if "/" in path else "state.json"
+    )
+    try:
+        hw = board.make(cfg, opts.get("uart") or _env("IP22_UART"))
+    except ValueError as err:
+        print(err)
+        sys.exit(2)
+    a = app.App(cfg, hw, state_path, opts.get("http-host", "0.0.0.0"), opts.get("http-port"), path)
+    try:
+        asyncio.run(a.run())
+    except KeyboardInterrupt:  # Ctrl-C on the Unix port (or the REPL): keep the counters
+        a.shutdown()
+
