@@ -16,7 +16,7 @@ import wifi
 from ticks import ticks_diff, ticks_ms
 
 VERSION = "0.1.0"
-LOG_LINES = 40
+LOG_LINES = 10  # what /api/status shows; every line also goes to the console (print)
 HOUSEKEEPING_S = 10
 HISTORY_POINTS = 180  # the chart's 30 minutes at one point per housekeeping round
 PERSIST_EVERY_MS = 3600 * 1000  # the stored-write counter goes to flash at most hourly
@@ -584,5 +584,5 @@ class App:
                 "safe_mode": self.config.safe_mode,
                 "errors": self.config.errors,
             },
-            "log": self.lines[-10:],
+            "log": self.lines,
         }

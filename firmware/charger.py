@@ -123,7 +123,7 @@ class Link:
         self.state = ChargerState()
         self.parser = vedirect.Parser()
         self.read_only = False  # safe mode: look, never touch
-        self._named = (None, None, None, None)  # (codes, their names): see names()
+        self._named = {}  # (kind, code) -> words: see names()
         self.budget = WriteBudget(
             settings["stored_deadband_a"],
             settings["stored_min_interval_s"],
@@ -553,19 +553,19 @@ class Link:
             await self.set_charging(self.desired_on)
 
     def names(self):
-        """(state, error, off reasons) as words: looked up in ip22text.py, read in only when
-        a code has changed since the last time."""
+        """(state, error, off reasons) as words. ip22text.py is read in only for a code not
+        seen before; the words found are kept (a few dozen codes at most)."""
         s = self.state
-        codes = (s.state, s.error, s.off_reason)
-        if codes != self._named[0]:
+        wanted = (("state", s.state), ("error", s.error), ("off", s.off_reason))
+        named = self._named
+        if any(code is not None and (kind, code) not in named for kind, code in wanted):
             text = cold.load("ip22text")
-            self._named = (
-                codes,
-                None if s.state is None else text.state_name(s.state),
-                None if s.error is None else text.error_name(s.error),
-                None if s.off_reason is None else text.off_reason_names(s.off_reason),
-            )
-        return self._named[1:]
+            looks = {"state": text.state_name, "error": text.error_name,
+                     "off": text.off_reason_names}
+            for kind, code in wanted:
+                if code is not None and (kind, code) not in named:
+                    named[(kind, code)] = looks[kind](code)
+        return tuple(None if code is None else named[(kind, code)] for kind, code in wanted)
 
     def status(self):
         s = self.state

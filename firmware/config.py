@@ -145,3 +145,22 @@ def redacted(values, specs=None):
         else:
             out[key] = value
     return out
+
+
+def form_schema(specs=None):
+    """The schema for the settings form: kind, default and limits of every field."""
+    specs = specs or schema()
+    out = {}
+    for key, spec in specs.items():
+        if isinstance(spec, dict):
+            out[key] = form_schema(spec)
+            continue
+        field = {"kind": spec[0], "default": spec[1]}
+        if spec[0] == "choice":
+            field["choices"] = list(spec[2])
+        elif spec[0] in ("int", "float"):
+            field["min"], field["max"] = spec[2], spec[3]
+        else:
+            field["max_length"] = spec[2] if len(spec) > 2 else None
+        out[key] = field
+    return out

@@ -41,17 +41,32 @@ def min_current(rated_a, reported_a=None):
     return round(rated_a * MIN_CURRENT_FRACTION, 2)
 
 
+FIRMWARE_USES = (
+    PRODUCT_ID_REG,
+    DEVICE_MODE,
+    DEVICE_STATE,
+    CAPABILITIES4,
+    LINK_NETWORK_MODE,
+    LINK_CHARGE_CURRENT_LIMIT,
+    MIN_CURRENT,
+    OUTPUTS,
+    MAX_CURRENT,
+    CHARGE_CURRENT_LIMIT,
+)
 _known = {}  # the register specs used so far (see spec)
 
 
 def spec(reg):
     """(name, type, scale, unit, storage, sentinel) of a register, or None. The table is read
-    in (registers.py) only for a register not asked about before."""
+    in (registers.py) only for a register not asked about before, and then the specs of all
+    the registers the firmware uses are kept at once."""
     known = _known.get(reg)
     if known is None:
-        known = cold.load("registers").REGISTERS.get(reg)
-        if known is not None:
-            _known[reg] = known
+        table = cold.load("registers").REGISTERS
+        for used in FIRMWARE_USES + (reg,):
+            if used in table:
+                _known[used] = table[used]
+        known = _known.get(reg)
     return known
 
 

@@ -3,12 +3,17 @@
     micropython firmware/main.py --config FILE --uart HOST:PORT|TTY [--http-port P]
         [--http-host H] [--state FILE] [--admin-password PW]
 
-Kept this small on purpose: MicroPython compiles a .py on the board at every start, in heap;
-the code is in start.py, which is installed compiled (.mpy).
+Kept this small on purpose: MicroPython compiles a .py on the board at every start, in heap.
+start.py (installed compiled) builds the app and is let go before the app runs.
 """
 
+import asyncio
 import sys
 
-import start
+import cold
 
-start.main(sys.argv[1:] if len(sys.argv) > 1 else [])
+adapter = cold.load("start").make_app(sys.argv[1:] if len(sys.argv) > 1 else [])
+try:
+    asyncio.run(adapter.run())
+except KeyboardInterrupt:  # Ctrl-C on the Unix port (or the REPL): keep the counters
+    adapter.shutdown()

@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - every port has random
 
 TICK_S = 0.1
 SERIAL_WAIT_MS = 60000  # the charger tells its serial in its first text block
+ANNOUNCE_WAIT_MS = 30000  # discovery waits this long for the charger's model and range
 REBOOT_GUARD_MS = 30000  # a reboot command this soon after connecting may be a retained one
 BIRTH_DELAY_MS = 5000  # Home Assistant restarted: republish after a random delay up to this
 MAX_PAYLOAD = 64  # a command longer than this is not one of ours
@@ -72,7 +73,7 @@ class Mqtt:
         self.full_ms = None  # when everything went out last
         self.announce_ms = None  # discovery due at this time
         self.discovered_range = None
-        self.counters = {"commands": 0, "refused": 0}
+        self.counters = {"commands": 0, "refused": 0, "announcements": 0}
         self.last_refused = None
 
     # -- identity ---------------------------------------------------------------------------
@@ -140,11 +141,16 @@ class Mqtt:
 
     async def _publish_due(self, asyncio):
         now = ticks_ms()
-        if self.announce_ms is not None and ticks_diff(now, self.announce_ms) >= 0:
+        due = self.announce_ms is not None and ticks_diff(now, self.announce_ms) >= 0
+        if due and self._charger_known(now):
             self.announce_ms = None
             await self._announce(asyncio)
             self.full_ms = None
-        elif self._range() != self.discovered_range and self.s["discovery"]:
+        elif (
+            self.announce_ms is None
+            and self._range() != self.discovered_range
+            and self.s["discovery"]
+        ):
             await self._announce(asyncio)  # the charger's range became known: the number
         full = self.full_ms is None or ticks_diff(now, self.full_ms) >= self.s["full_s"] * 1000
         if (
@@ -153,6 +159,13 @@ class Mqtt:
             or (ticks_diff(now, self.state_ms) >= self.s["update_s"] * 1000)
         ):
             self.publish_state(full)
+
+    def _charger_known(self, now):
+        """Discovery goes out once the charger is probed: its model and range are in the
+        configs (one announcement, not a second one moments later), and its tables are not
+        read in beside discovery's. Without a charger, after ANNOUNCE_WAIT_MS."""
+        waited = ticks_diff(now, self.started_ms) >= ANNOUNCE_WAIT_MS
+        return self.app.link.state.probed or waited
 
     def _range(self):
         s = self.app.link.state
@@ -179,6 +192,7 @@ class Mqtt:
             if not self.session.publish(topic, payload, True):
                 return
             await asyncio.sleep(0)  # the charger link reads between two messages
+        self.counters["announcements"] += 1  # configs or removals, all of them sent
 
     def device(self):
         s = self.app.link.state

@@ -1,8 +1,8 @@
-"""Starts the firmware: arguments, the config in force, the board, the app (main.py calls
-main()). On the board there are no arguments: /config.json, the UART from the config, port 80.
+"""Builds the firmware from its arguments: the config in force, the board, the app. main.py
+reads this in for that, lets it go and runs the app. On the board there are no arguments:
+/config.json, the UART from the config, port 80.
 """
 
-import asyncio
 import sys
 
 import app
@@ -51,7 +51,8 @@ def load_config(path, admin_password=None):
     return app.Config(values, errors, source)
 
 
-def main(argv):
+def make_app(argv):
+    """The App to run; exits with status 2 on bad arguments."""
     try:
         opts = parse_args(argv)
     except ValueError as err:
@@ -67,9 +68,7 @@ def main(argv):
     except ValueError as err:
         print(err)
         sys.exit(2)
-    a = app.App(cfg, hw, state_path, opts.get("http-host", "0.0.0.0"), opts.get("http-port"), path)
-    try:
-        asyncio.run(a.run())
-    except KeyboardInterrupt:  # Ctrl-C on the Unix port (or the REPL): keep the counters
-        a.shutdown()
+    return app.App(
+        cfg, hw, state_path, opts.get("http-host", "0.0.0.0"), opts.get("http-port"), path
+    )
 

@@ -102,7 +102,7 @@ def make_app(app):
 
     @server.get("/api/schema")
     async def schema(request):
-        return as_json(schema_of(cold.load("config").schema()))
+        return as_json(cold.load("config").form_schema())
 
     @server.get("/api/status")
     async def status(request):
@@ -153,7 +153,8 @@ def make_app(app):
 
     @server.get("/metrics")
     async def metrics(request):
-        return metrics_text(app.status()), 200, {"Content-Type": "text/plain; version=0.0.4"}
+        text = cold.load("metrics").text(app.status())
+        return text, 200, {"Content-Type": "text/plain; version=0.0.4"}
 
     return server
 
@@ -170,54 +171,3 @@ def _pieces(obj):
         yield sep + json.dumps(key) + ":" + json.dumps(value)
         sep = ","
     yield "}" if sep == "," else "{}"
-
-
-def schema_of(schema):
-    """The config schema for the settings form: kind, default and limits of every field."""
-    out = {}
-    for key, spec in schema.items():
-        if isinstance(spec, dict):
-            out[key] = schema_of(spec)
-            continue
-        field = {"kind": spec[0], "default": spec[1]}
-        if spec[0] == "choice":
-            field["choices"] = list(spec[2])
-        elif spec[0] in ("int", "float"):
-            field["min"], field["max"] = spec[2], spec[3]
-        else:
-            field["max_length"] = spec[2] if len(spec) > 2 else None
-        out[key] = field
-    return out
-
-
-def metrics_text(status):
-    """Prometheus text exposition of the numbers a user graphs."""
-    c = status["charger"]
-    g = status["grid"]
-    k = status["counters"]
-    rows = [
-        ("ip22_up", 1 if c["connected"] else 0),
-        ("ip22_battery_voltage_volts", c["voltage_v"]),
-        ("ip22_battery_current_amperes", c["current_a"]),
-        ("ip22_limit_amperes", c["limit_a"]),
-        ("ip22_state", c["state_code"]),
-        ("ip22_error", c["error_code"]),
-        ("ip22_stored_writes_total", c["stored_writes"]),
-        ("ip22_grid_power_watts", g.get("power_w")),
-        ("ip22_grid_age_seconds", g.get("age_s")),
-        ("ip22_control_setpoint_amperes", status["control"]["setpoint_a"]),
-        ("ip22_frames_ok_total", k["frames_ok"]),
-        ("ip22_frames_bad_total", k["frames_bad"]),
-        ("ip22_commands_total", k["commands"]),
-        ("ip22_command_failures_total", k["failures"]),
-        ("ip22_uptime_seconds", status["uptime_s"]),
-        ("ip22_free_heap_bytes", status["free_heap"]),
-    ]
-    lines = []
-    for name, value in rows:
-        if value is None:
-            continue
-        kind = "counter" if name.endswith("_total") else "gauge"
-        lines.append("# TYPE %s %s" % (name, kind))
-        lines.append("%s %s" % (name, float(value) if isinstance(value, float) else int(value)))
-    return "\n".join(lines) + "\n"

@@ -125,6 +125,8 @@ def test_state_discovery_and_commands(tmp_path: Path, mosquitto: Mosquitto) -> N
         number = json.loads(configs["homeassistant/number/ip22_%s/manual_a/config" % SERIAL])
         assert (number["min"], number["max"]) == (3.0, 12.0)  # the 24/12's range, from it
         assert number["cmd_t"] == BASE + "/set/current"
+        assert "24/12" in number["dev"]["mdl"]  # announced after the probe: model known
+        assert fw.status()["mqtt"]["announcements"] == 1  # once, complete: not again moments later
 
         # Home Assistant restarted (its birth message): discovery again within 5 s
         topic = "homeassistant/select/ip22_%s/mode/config" % SERIAL
@@ -171,10 +173,10 @@ def test_state_discovery_and_commands(tmp_path: Path, mosquitto: Mosquitto) -> N
 def test_discovery_off_removes_the_entities(tmp_path: Path, mosquitto: Mosquitto) -> None:
     with Background(make_world()) as sim:
         with Firmware(tmp_path, sim.endpoints["charger"], mqtt_config(mosquitto)) as fw:
-            fw.wait_for(lambda st: st["mqtt"]["published"] > 30, 20, "discovery sent")
+            fw.wait_for(lambda st: st["mqtt"]["announcements"] >= 1, 20, "discovery sent")
         config = mqtt_config(mosquitto, discovery=False)
         with Firmware(tmp_path, sim.endpoints["charger"], config) as fw:
-            fw.wait_for(lambda st: st["mqtt"]["published"] > 30, 20, "removals sent")
+            fw.wait_for(lambda st: st["mqtt"]["announcements"] >= 1, 20, "removals sent")
             late = Watcher(mosquitto, "homeassistant/#")
             time.sleep(1.5)
             assert late.topics() == {}  # no retained config left: the entities are gone
