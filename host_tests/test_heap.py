@@ -61,3 +61,26 @@ def test_whole_firmware_runs_in_a_small_heap_with_the_page_polled(
         if not r.get(key):
             problems.append("nothing in %s" % key)
     assert not problems, "\n".join(problems) + "\n\n" + report
+
+
+def test_the_firmware_loads_on_a_32_bit_micropython(tmp_path: Path) -> None:
+    """Every module imports and the App builds on the webassembly port (32-bit, MicroPython
+    1.27, from npm): the .mpy files are not tied to the Unix port, and the figure printed is
+    the one closer to the ESP32-C3 (it is not half the Unix port's: see README "Memory")."""
+    fw, lib = bench_heap.build(tmp_path / "build")
+    config = {
+        "control": {"mode": "auto"},
+        "venus": {"host": "127.0.0.1", "port": 502},
+        "mqtt": {"host": "127.0.0.1", "port": 1883},
+    }
+    b64 = bench_heap.breakdown(fw, lib, config, workdir=tmp_path / "bd")
+    b32 = bench_heap.breakdown(fw, lib, config, workdir=tmp_path / "bd32", bits32=True)
+    print(bench_heap.breakdown_table(b64, b32))
+    assert b32.get("total"), b32.get("error")
+    failed = [st for st in b32["steps"] if st["error"] and st["loaded"]]
+    assert failed == [], failed
+    assert {"app", "charger", "web", "mqtt", "venus"} <= {
+        st["what"][len("import "):] for st in b32["steps"] if st["what"].startswith("import ")
+    }
+    # the App was built (its step has no error) with every module this config loads
+    assert [st for st in b32["steps"] if st["what"] == "App(...)"][0]["error"] is None

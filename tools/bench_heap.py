@@ -140,6 +140,11 @@ def main() -> int:
         action="store_true",
         help="print the traceback of every exception that ends a task (a wrapper around main)",
     )
+    ap.add_argument(
+        "--bits32",
+        action="store_true",
+        help="also the breakdown on a 32-bit MicroPython (the webassembly port, from npm)",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--workdir", type=Path, default=BUILD, help="build, logs (build/heap)")
     args = ap.parse_args()
@@ -158,8 +163,12 @@ def main() -> int:
         "mqtt": {"host": "127.0.0.1", "port": 1883, "update_s": 1},
     }
     out["breakdown"] = breakdown(*fw_lib, config, workdir=args.workdir / "breakdown")
+    if args.bits32:
+        out["breakdown_32"] = breakdown(
+            *fw_lib, config, workdir=args.workdir / "breakdown32", bits32=True
+        )
     if not quiet:
-        print(breakdown_table(out["breakdown"]))
+        print(breakdown_table(out["breakdown"], out.get("breakdown_32")))
     if not args.skip_run:
         say("heapsize %s for %g min" % (args.heap, args.minutes))
         r = run(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.build import FIRMWARE
+from tools.heap import wasm32
 from tools.heap.firmware import micropython_path
 
 BUILTIN_MODULES = ("gc", "sys", "os", "time", "json", "select", "socket", "struct", "binascii",
@@ -86,20 +87,29 @@ print("modules", " ".join(sorted(sys.modules)))
 
 
 def _breakdown_pass(fw: Path, lib: Path, workdir: Path, micropython: str | None,
-                    per_module: bool) -> dict[str, Any]:
-    script = workdir / ("breakdown_%s.py" % ("modules" if per_module else "firmware"))
-    script.write_text(BREAKDOWN_SCRIPT % {
-        "fw": str(fw), "builtins": list(BUILTIN_MODULES), "order": import_order(fw),
-        "config": str(workdir / "config.json"), "uart": "socket://127.0.0.1:9",
-        "state": str(workdir / "state.json"), "per_module": per_module,
-    })
-    env = dict(os.environ, MICROPYPATH="%s:.frozen" % lib)
-    out = subprocess.run([micropython or micropython_path(), "-X", "heapsize=4M", str(script)],
-                         capture_output=True, text=True, env=env, cwd=workdir, timeout=60)
+                    per_module: bool, bits32: bool = False) -> dict[str, Any]:
+    name = "breakdown_%s%s" % ("modules" if per_module else "firmware", "_32" if bits32 else "")
+    where = Path("/work") if bits32 else workdir  # the webassembly port's own filesystem
+    text = BREAKDOWN_SCRIPT % {
+        "fw": "/fw" if bits32 else str(fw), "builtins": list(BUILTIN_MODULES),
+        "order": import_order(fw), "config": str(where / "config.json"),
+        "uart": "socket://127.0.0.1:9", "state": str(where / "state.json"),
+        "per_module": per_module,
+    }
+    if bits32:
+        config = {str(where / "config.json"): (workdir / "config.json").read_text()}
+        stdout = wasm32.run(fw, lib, text, config, workdir / name)
+    else:
+        script = workdir / (name + ".py")
+        script.write_text(text)
+        env = dict(os.environ, MICROPYPATH="%s:.frozen" % lib)
+        out = subprocess.run([micropython or micropython_path(), "-X", "heapsize=4M",
+                              str(script)], capture_output=True, text=True, env=env,
+                             cwd=workdir, timeout=60)
+        stdout = out.stdout + out.stderr
     steps: list[dict[str, Any]] = []
-    result: dict[str, Any] = {"steps": steps, "modules": [], "output": out.stdout[-2000:] +
-                              out.stderr[-2000:]}
-    for line in out.stdout.splitlines():
+    result: dict[str, Any] = {"steps": steps, "modules": [], "output": stdout[-4000:]}
+    for line in stdout.splitlines():
         word, _, rest = line.partition(" ")
         if word in ("base", "total"):
             result[word] = int(rest)
@@ -114,17 +124,18 @@ def _breakdown_pass(fw: Path, lib: Path, workdir: Path, micropython: str | None,
 
 
 def breakdown(fw: Path, lib: Path, config: dict[str, Any], micropython: str | None = None,
-              workdir: Path | None = None) -> dict[str, Any]:
+              workdir: Path | None = None, bits32: bool = False) -> dict[str, Any]:
     """What the heap holds before the tasks run, on the Unix port with a large heap: each
     module's import on its own (dependencies first), then config.load, board.make, App(...)
     and `import web`. A second process does what the firmware does (import app, App(...),
     import web): its total is the figure, its sys.modules says which modules this
-    configuration loads (the others are listed, not counted)."""
+    configuration loads (the others are listed, not counted). `bits32`: the same on the
+    32-bit webassembly port (wasm32.py)."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="bench_heap_bd_"))
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(config))
-    real = _breakdown_pass(fw, lib, workdir, micropython, per_module=False)
-    each = _breakdown_pass(fw, lib, workdir, micropython, per_module=True)
+    real = _breakdown_pass(fw, lib, workdir, micropython, False, bits32)
+    each = _breakdown_pass(fw, lib, workdir, micropython, True, bits32)
     loaded = set(real["modules"])
     steps = []
     for st in each["steps"]:
@@ -140,16 +151,29 @@ def breakdown(fw: Path, lib: Path, config: dict[str, Any], micropython: str | No
     }
 
 
-def breakdown_table(b: dict[str, Any]) -> str:
+def breakdown_table(b: dict[str, Any], b32: dict[str, Any] | None = None) -> str:
+    """The Unix port's figures; with `b32`, the 32-bit port's beside them."""
     if not b.get("total"):
         return "heap breakdown failed: %s" % b.get("error")
-    lines = ["what the heap holds before the tasks start (Unix port, after gc.collect()):"]
-    lines.append("  %-30s %7d B" % ("the interpreter at start", b.get("base", 0)))
+    if b32 is not None and not b32.get("total"):
+        return "heap breakdown on the 32-bit port failed: %s" % b32.get("error")
+    other = {st["what"]: st for st in (b32 or {}).get("steps", [])}
+
+    def row(what: str, n: int | None, n32: int | None = None, note: str = "") -> str:
+        line = "  %-30s %7s B" % (what, n if n is not None else "-")
+        if b32 is not None:
+            line += "  %7s B" % (n32 if n32 is not None else "-")
+        return line + note
+
+    head = "what the heap holds before the tasks start (after gc.collect()):"
+    lines = [head, "  %-30s %9s" % ("", "Unix port") + ("  %9s" % "32-bit" if b32 else "")]
+    lines.append(row("the interpreter at start", b.get("base", 0), (b32 or {}).get("base")))
     for st in b["steps"]:
         if st["loaded"] and (st["bytes"] or st["error"]):
-            lines.append("  %-30s %7d B%s" % (st["what"], st["bytes"],
-                                              "  (" + st["error"] + ")" if st["error"] else ""))
-    lines.append("  %-30s %7d B" % ("total before the tasks run", b["total"]))
+            n32 = other.get(st["what"], {}).get("bytes")
+            note = "  (" + st["error"] + ")" if st["error"] else ""
+            lines.append(row(st["what"], st["bytes"], n32, note))
+    lines.append(row("total before the tasks run", b["total"], (b32 or {}).get("total")))
     if b["not_loaded"]:
         lines.append(
             "  not imported before the tasks run (later, or not with this config): "
