@@ -160,14 +160,45 @@ def make_app(app):
 
 
 def as_json(obj):
-    """A JSON response written a top-level key at a time. The status, history and schema are
-    2-4 kB as one string, and a free block that size is what a fragmented heap lacks first."""
-    return Response(_pieces(obj), headers={"Content-Type": "application/json; charset=UTF-8"})
+    """A JSON response written in pieces of about CHUNK bytes. The status, history and schema
+    are 2-4 kB as one string, and a free block that size (or the 1-2 kB a section's own JSON
+    grows to) is what a fragmented heap lacks first."""
+    return Response(
+        _chunks(_pieces(obj)), headers={"Content-Type": "application/json; charset=UTF-8"}
+    )
 
 
-def _pieces(obj):
-    sep = "{"
-    for key, value in obj.items():
-        yield sep + json.dumps(key) + ":" + json.dumps(value)
-        sep = ","
-    yield "}" if sep == "," else "{}"
+CHUNK = 512
+LIST_STEP = 16  # items of a long list (the history's series) dumped at a time
+
+
+def _pieces(obj, depth=0):
+    """JSON text in small pieces: objects two levels deep key by key, long lists in steps."""
+    if isinstance(obj, dict) and depth < 2:
+        sep = "{"
+        for key, value in obj.items():
+            yield sep + json.dumps(key) + ":"
+            yield from _pieces(value, depth + 1)
+            sep = ","
+        yield "}" if sep == "," else "{}"
+    elif isinstance(obj, list) and len(obj) > LIST_STEP:
+        for i in range(0, len(obj), LIST_STEP):
+            yield ("[" if i == 0 else ",") + json.dumps(obj[i : i + LIST_STEP])[1:-1]
+        yield "]"
+    else:
+        yield json.dumps(obj)
+
+
+def _chunks(pieces):
+    """The pieces joined into writes of about CHUNK bytes (not one socket write each)."""
+    parts = []
+    size = 0
+    for piece in pieces:
+        parts.append(piece)
+        size += len(piece)
+        if size >= CHUNK:
+            yield "".join(parts)
+            parts = []
+            size = 0
+    if parts:
+        yield "".join(parts)

@@ -154,7 +154,8 @@ SPECIFIC = [
         "microdot's Response body may be a generator (web.as_json streams JSON in pieces)",
         "web.py",
         "reportArgumentType",
-        r'^Argument of type "Generator\[str, Any, None\]" cannot be assigned to parameter "body"',
+        r'^Argument of type "Generator\[(str|LiteralString), Any, None\]" cannot be assigned to '
+        r'parameter "body"',
     ),
     (
         "termios is imported only on the Unix port (HostBoard's tty); the ESP32 never runs it",
