@@ -13,6 +13,9 @@ MAX_BODY = 4096
 Request.max_readline = 1024
 Request.max_content_length = 262144  # ota.MAX_FILE_BYTES; everything else: MAX_BODY (below)
 Request.max_body_length = MAX_BODY
+# the page goes out in 512 B reads (microdot's default is 1 kB): on a fragmented heap a free
+# block of 1 kB is what was missing now and then at 224K-232K
+Response.send_file_buffer_size = 512
 OTA_FILE = "/api/ota/file/"
 WRONG_PASSWORD_DELAY_S = 1
 STATIC = (__file__.rsplit("/", 1)[0] + "/" if "/" in __file__ else "") + "static/"

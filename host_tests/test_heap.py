@@ -1,9 +1,8 @@
 """The whole firmware (charger link, Venus poller, controller, HTTP, MQTT), compiled to .mpy as
 on the board, in a small heap on the MicroPython Unix port, with the status page polled as a
-browser does: tools/bench_heap.py, CI-sized (about 70 s).
-
--X heapsize=192K on the 64-bit Unix port would be roughly twice what an ESP32-C3 leaves after
-WiFi (pointers, and so most objects, are half the size there); see HEAP below."""
+browser does: tools/bench_heap.py, CI-sized (about 70 s). And the same files on a 32-bit
+MicroPython (the webassembly port): they load there, and the heap they take is printed beside
+the Unix port's."""
 
 from __future__ import annotations
 
@@ -15,10 +14,11 @@ from conftest import need_tool
 from tools import bench_heap
 from tools.mosquitto import Mosquitto
 
-# The issue's target is 192K. Measured (tools/bench_heap.py, README "Benchmarks"): the
-# firmware's modules alone take about 190 kB of this 64-bit heap, so it needs 296K to start and
-# 352K for ten clean minutes. This test holds the line where it stands; the target is open.
-HEAP = "352K"
+# The issue's target is 192K. Measured (tools/bench_heap.py, README "Benchmarks"): the firmware
+# needs 224K to start and serve, 232K for ten clean minutes (it was 296K and 352K). This test
+# holds the line where it stands; the target is open, and on 32 bits the firmware's heap is
+# hardly smaller (README), so 192K here does not stand for half a C3 as the issue assumed.
+HEAP = "232K"
 SECONDS = 55  # after start-up (about 12 s): 5 housekeeping rounds, 55 status polls
 
 
