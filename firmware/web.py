@@ -171,8 +171,8 @@ def as_json(obj):
     )
 
 
-CHUNK = 512
-LIST_STEP = 16  # items of a long list (the history's series) dumped at a time
+CHUNK = 256
+LIST_STEP = 8  # items of a long list (the history's series, the log) dumped at a time
 
 
 def _pieces(obj, depth=0):
