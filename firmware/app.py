@@ -331,16 +331,16 @@ class App:
             self.persist()
             self.sample()
             if self.uptime_s() >= HEALTHY_S and not self._confirmed:
-                self._confirmed = True  # it has run a while with every task alive: it stays
-                try:
+                try:  # it has run a while with every task alive: it stays
                     ota = cold.load("ota")
                     updater = ota.Updater(self.ota_root)
                     if ota.confirm(updater.state_path):
                         self.log("this firmware is confirmed: no rollback")
                     self.ota_boot = updater.status()
+                    self._confirmed = True
                     del ota, updater
-                except OSError as err:
-                    self.log("could not confirm the update: %s" % err)
+                except Exception as err:  # the flash, or no heap this round: next round
+                    self.log("could not confirm the update: %s %s" % (type(err).__name__, err))
             await asyncio.sleep(HOUSEKEEPING_S)
 
     async def watchdog_task(self):
@@ -433,37 +433,48 @@ class App:
             configuration.save(self.config_path, clean)
         except OSError as err:
             return ["could not save %s: %s" % (self.config_path, err)], []
+        del configuration
+        old, self.config.values = self.config.values, clean  # saved: in force from now on
         restart = []
         for section in patch:
-            if clean[section] == self.config.values.get(section):
+            if clean[section] == old.get(section):
                 continue
-            if section == "control" and not self.config.safe_mode:
-                self.controller.s.update(clean["control"])
-            elif section == "charger":
-                self.link.settings.update(clean["charger"])
-                b = self.link.budget
-                c = clean["charger"]
-                b.deadband = c["stored_deadband_a"]
-                b.min_interval_ms = c["stored_min_interval_s"] * 1000
-                b.daily_max = c["stored_daily_max"]
-            elif section == "venus" and self._venus_live(clean["venus"]):
-                self.poller.s.update(clean["venus"])
-                self.poller.reconnect()  # with the new settings
-            elif section == "wifi":
-                pass  # the WiFi supervisor follows the new settings by itself
-            elif section == "plug":
-                self.plug = self._make_plug(clean["plug"])
-            elif section != "admin":
+            try:
+                live = self._apply(section, clean[section], old[section])
+            except Exception as err:  # e.g. no heap for plug.py now: the restart applies it
+                self.log("could not apply %s now: %s %s" % (section, type(err).__name__, err))
+                live = False
+            if not live:
                 restart.append(section)
         if self.config.safe_mode:
             restart.append("safe mode (the saved config is valid now)")
-        self.config.values = clean
         self.log("config saved%s" % (": restart for " + ", ".join(restart) if restart else ""))
         return [], restart
 
-    def _venus_live(self, new):
+    def _apply(self, section, new, old):
+        """One section's new settings into the running parts; False: only a restart can."""
+        if section == "control":
+            if not self.config.safe_mode:  # safe mode keeps the controller off
+                self.controller.s.update(new)
+            return True
+        if section == "charger":
+            self.link.settings.update(new)
+            b = self.link.budget
+            b.deadband = new["stored_deadband_a"]
+            b.min_interval_ms = new["stored_min_interval_s"] * 1000
+            b.daily_max = new["stored_daily_max"]
+            return True
+        if section == "venus" and self._venus_live(new, old):
+            self.poller.s.update(new)
+            self.poller.reconnect()  # with the new settings
+            return True
+        if section == "plug":
+            self.plug = self._make_plug(new)
+            return True
+        return section in ("wifi", "admin")  # the WiFi supervisor follows by itself
+
+    def _venus_live(self, new, old):
         """Can the grid source take these settings without a restart?"""
-        old = self.config.values["venus"]
         return (
             self.poller is not None
             and new["host"]
@@ -475,9 +486,7 @@ class App:
         """The updater, loaded when an update begins and kept until the reboot that ends it
         (ota.py is 6 kB of heap that a board not being updated does not need)."""
         if self.updater is None:
-            import ota
-
-            self.updater = ota.Updater(self.ota_root)
+            self.updater = cold.load("ota").Updater(self.ota_root)
         return self.updater
 
     def ota_status(self):
@@ -578,11 +587,11 @@ class App:
                 "task_restarts": sum(self.restarts.values()),
                 "link_busy_ms": self.link.busy_us // 1000,
             },
-            "wifi": self.wifi.state,
+            "wifi": dict(self.wifi.state),  # copies: the answer is written out between awaits
             "config": {
                 "source": self.config.source,
                 "safe_mode": self.config.safe_mode,
                 "errors": self.config.errors,
             },
-            "log": self.lines,
+            "log": list(self.lines),
         }

@@ -72,6 +72,7 @@ class Mqtt:
         self.state_ms = None  # when the state went out last
         self.full_ms = None  # when everything went out last
         self.announce_ms = None  # discovery due at this time
+        self.waited = False  # ANNOUNCE_WAIT_MS have passed since the start
         self.discovered_range = None
         self.counters = {"commands": 0, "refused": 0, "announcements": 0}
         self.last_refused = None
@@ -164,8 +165,9 @@ class Mqtt:
         """Discovery goes out once the charger is probed: its model and range are in the
         configs (one announcement, not a second one moments later), and its tables are not
         read in beside discovery's. Without a charger, after ANNOUNCE_WAIT_MS."""
-        waited = ticks_diff(now, self.started_ms) >= ANNOUNCE_WAIT_MS
-        return self.app.link.state.probed or waited
+        if not self.waited and ticks_diff(now, self.started_ms) >= ANNOUNCE_WAIT_MS:
+            self.waited = True  # latched: ticks_diff is meaningless days later
+        return self.app.link.state.probed or self.waited
 
     def _range(self):
         s = self.app.link.state

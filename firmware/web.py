@@ -193,15 +193,20 @@ def _pieces(obj, depth=0):
 
 
 def _chunks(pieces):
-    """The pieces joined into writes of about CHUNK bytes (not one socket write each)."""
+    """The pieces joined into writes of about CHUNK bytes (not one socket write each). The
+    status line went out before the body: a failure here (a full heap) can only end the answer
+    early, and ending the generator lets microdot close the connection."""
     parts = []
     size = 0
-    for piece in pieces:
-        parts.append(piece)
-        size += len(piece)
-        if size >= CHUNK:
+    try:
+        for piece in pieces:
+            parts.append(piece)
+            size += len(piece)
+            if size >= CHUNK:
+                yield "".join(parts)
+                parts = []
+                size = 0
+        if parts:
             yield "".join(parts)
-            parts = []
-            size = 0
-    if parts:
-        yield "".join(parts)
+    except Exception as err:  # noqa: BLE001  the client sees a cut answer, never a hang
+        print("web: answer cut short: %s %s" % (type(err).__name__, err))

@@ -29,3 +29,12 @@ def test_a_history_sized_answer_comes_in_small_writes() -> None:
     chunks = list(web._chunks(web._pieces(history)))
     assert len(whole) > 5000 and json.loads("".join(chunks)) == history
     assert max(len(c) for c in chunks) < 2 * web.CHUNK  # the largest block the heap must find
+
+
+def test_a_failure_mid_answer_ends_it_instead_of_raising() -> None:
+    def pieces():
+        yield "x" * 300
+        raise MemoryError("memory allocation failed")
+
+    assert list(web._chunks(pieces())) == ["x" * 300]  # what was ready, then the end
+    assert list(web._chunks(iter(["a" * 300, "b"]))) == ["a" * 300, "b"]

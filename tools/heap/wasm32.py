@@ -47,7 +47,8 @@ for (const [name, text] of Object.entries(JSON.parse(filesJson))) {
   mp.FS.writeFile(name, text);
 }
 try {
-  mp.runPython("import sys\nsys.path[:0] = ['/fw', '/lib']\n" + fs.readFileSync(scriptPath, "utf8"));
+  const head = "import sys\nsys.path[:0] = ['/fw', '/lib']\n";
+  mp.runPython(head + fs.readFileSync(scriptPath, "utf8"));
 } catch (err) {
   out("error " + String(err.message).split("\n").slice(-2).join(" "));
 }
