@@ -96,7 +96,7 @@ class App:
         self.wifi = wifi.Supervisor(board_.radio, config, self.log)
         self.ota_root = config_path.rsplit("/", 1)[0] if "/" in config_path else ""
         self.updater = None  # ota.Updater, loaded when an update begins
-        self.ota_boot = cold.load("ota").Updater(self.ota_root).status()  # what this boot runs
+        self.ota_boot = None  # the update state of this boot, read when first asked for
         self.plug = self._make_plug(config["plug"])
         if config["plug"]["type"] == "mqtt" and self.mqtt is None:
             self.log("plug.type mqtt needs the broker in mqtt.host: the plug cannot switch")
@@ -333,12 +333,11 @@ class App:
             if self.uptime_s() >= HEALTHY_S and not self._confirmed:
                 try:  # it has run a while with every task alive: it stays
                     ota = cold.load("ota")
-                    updater = ota.Updater(self.ota_root)
-                    if ota.confirm(updater.state_path):
+                    if ota.confirm(ota.Updater(self.ota_root).state_path):
                         self.log("this firmware is confirmed: no rollback")
-                    self.ota_boot = updater.status()
+                    self.ota_boot = None  # no longer on trial: read again when asked
                     self._confirmed = True
-                    del ota, updater
+                    del ota
                 except Exception as err:  # the flash, or no heap this round: next round
                     self.log("could not confirm the update: %s %s" % (type(err).__name__, err))
             await asyncio.sleep(HOUSEKEEPING_S)
@@ -490,7 +489,11 @@ class App:
         return self.updater
 
     def ota_status(self):
-        return self.updater.status() if self.updater else self.ota_boot
+        if self.updater is not None:
+            return self.updater.status()
+        if self.ota_boot is None:  # ota.py read in for it and let go again
+            self.ota_boot = cold.load("ota").Updater(self.ota_root).status()
+        return self.ota_boot
 
     def ota_step(self, step):
         """An update step from the web API: its result, or the error response."""

@@ -17,7 +17,8 @@ def schema():
 
 
 def defaults(specs=None):
-    specs = specs or schema()
+    if specs is None:
+        specs = schema()
     out = {}
     for key, spec in specs.items():
         out[key] = defaults(spec) if isinstance(spec, dict) else spec[1]
@@ -51,7 +52,8 @@ def _check(spec, value):
 def validate(data, specs=None, prefix=""):
     """(clean config, [errors]): every valid field of `data` over the defaults; an invalid or
     unknown field is reported as "section.field: reason" and keeps its default."""
-    specs = specs or schema()
+    if specs is None:
+        specs = schema()
     clean = defaults(specs)
     errors = []
     if not isinstance(data, dict):
@@ -85,14 +87,15 @@ def load(path):
             text = f.read()
     except OSError:
         return defaults(), [], "defaults (no %s)" % path
+    specs = schema()  # read in once for the whole load
     try:
         data = json.loads(text)
     except ValueError as err:
-        return defaults(), ["%s: not valid JSON (%s)" % (path, err)], "defaults"
-    values, errors = validate(data)
+        return defaults(specs), ["%s: not valid JSON (%s)" % (path, err)], "defaults"
+    values, errors = validate(data, specs)
     if errors:
         # keep what lets the user reach the board and fix it; everything else safe
-        safe = defaults()
+        safe = defaults(specs)
         for key in ("hostname", "wifi", "http", "uart", "admin"):
             safe[key] = values[key]
         return safe, errors, path + " (invalid: safe mode)"
@@ -114,7 +117,8 @@ def save(path, values):
 def merged(values, patch, specs=None):
     """`values` with `patch` laid over it (sections merged key by key); a secret sent back as
     "***" keeps its value, so a form that shows secrets redacted can be posted unchanged."""
-    specs = specs or schema()
+    if specs is None:
+        specs = schema()
     out = {}
     for key, spec in specs.items():
         old = values.get(key)
@@ -134,7 +138,8 @@ def merged(values, patch, specs=None):
 
 def redacted(values, specs=None):
     """A copy fit to leave the board: secrets become "***" when set, "" when not."""
-    specs = specs or schema()
+    if specs is None:
+        specs = schema()
     out = {}
     for key, spec in specs.items():
         value = values.get(key) if isinstance(values, dict) else None
@@ -149,7 +154,8 @@ def redacted(values, specs=None):
 
 def form_schema(specs=None):
     """The schema for the settings form: kind, default and limits of every field."""
-    specs = specs or schema()
+    if specs is None:
+        specs = schema()
     out = {}
     for key, spec in specs.items():
         if isinstance(spec, dict):

@@ -169,21 +169,17 @@ def main() -> int:
         )
     if not quiet:
         print(breakdown_table(out["breakdown"], out.get("breakdown_32")))
-    if not args.skip_run:
-        say("heapsize %s for %g min" % (args.heap, args.minutes))
-        r = run(
-            args.heap,
-            args.minutes * 60,
-            args.speed,
-            workdir=args.workdir / "run",
-            fw_lib=fw_lib,
-            progress=say,
-            trace=args.trace,
-        )
+    def run_for_minutes(heap: str, name: str) -> dict[str, Any]:
+        r = run(heap, args.minutes * 60, args.speed, workdir=args.workdir / name,
+                fw_lib=fw_lib, progress=say, trace=args.trace)
         r["revision"] = out["revision"]
-        out["run"] = r
         if not quiet:
             print(table(r))
+        return r
+
+    if not args.skip_run:
+        say("heapsize %s for %g min" % (args.heap, args.minutes))
+        out["run"] = run_for_minutes(args.heap, "run")
     if args.find_min:
         say("bisecting the smallest heapsize (%g s per trial)" % args.trial_s)
         m = find_min(
@@ -199,19 +195,7 @@ def main() -> int:
             print(find_min_table(m, args.trial_s))
         if args.verify_min and m.get("min_heapsize"):
             say("heapsize %s (the smallest found) for %g min" % (m["min_heapsize"], args.minutes))
-            v = run(
-                m["min_heapsize"],
-                args.minutes * 60,
-                args.speed,
-                workdir=args.workdir / "run-min",
-                fw_lib=fw_lib,
-                progress=say,
-                trace=args.trace,
-            )
-            v["revision"] = out["revision"]
-            out["run_at_min"] = v
-            if not quiet:
-                print(table(v))
+            out["run_at_min"] = run_for_minutes(m["min_heapsize"], "run-min")
     out["wall_s"] = round(time.monotonic() - t, 1)
     if quiet:
         print(json.dumps(out))

@@ -105,7 +105,7 @@ def run(
                 try:
                     result.update(
                         _observe(proc, browser, port, seconds, tap, log_path, say,
-                                 stop_on_failure, mp)
+                                 stop_on_failure)
                     )
                 finally:  # stopped while the simulator still runs
                     browser.stop()
@@ -161,7 +161,6 @@ def _observe(
     log_path: Path,
     say: Callable[[str], None],
     stop_on_failure: bool,
-    micropython: str,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"exit_code": None, "stopped_early": None}
     t_start = time.monotonic()

