@@ -117,7 +117,12 @@ def test_clamped_to_the_models_range(tmp_path: Path) -> None:
     with Background(make_world()) as sim, Firmware(
         tmp_path, sim.endpoints["charger"], config
     ) as fw:
-        st = fw.wait_for(lambda s: s["charger"]["volatile_limit_a"] is not None, what="a limit")
+        # the controller's decision follows the probed range one control step (0.25 s) later
+        st = fw.wait_for(
+            lambda s: s["charger"]["volatile_limit_a"] is not None
+            and s["control"]["setpoint_a"] == 12.0,
+            what="a limit and the clamped setpoint",
+        )
         assert st["charger"]["volatile_limit_a"] == 12.0 and st["control"]["setpoint_a"] == 12.0
         sets_in_range(sim, 3.0, 12.0)
 
