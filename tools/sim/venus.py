@@ -7,6 +7,7 @@ function 3 and 4 alike, exception 0x02 for a read that touches an address not in
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +155,9 @@ class VenusContext(ModbusServerContext):
         return list(self.registers.units)
 
 
+RESTART_ATTEMPTS = 30  # 3 s for the old listening socket to let go of the port
+
+
 class VenusServer:
     """Start/stop the Modbus TCP service, as the "down" fault needs."""
 
@@ -164,8 +168,15 @@ class VenusServer:
         self._server: ModbusTcpServer | None = None
 
     async def start(self) -> int:
-        server = ModbusTcpServer(VenusContext(self.registers), address=(self.host, self.port))
-        await server.serve_forever(background=True)
+        for attempt in range(RESTART_ATTEMPTS):
+            server = ModbusTcpServer(VenusContext(self.registers), address=(self.host, self.port))
+            try:
+                await server.serve_forever(background=True)
+                break
+            except RuntimeError:  # "could not start listen": the port is not free again yet
+                if attempt == RESTART_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.1)
         self._server = server
         if self.port == 0:
             self.port = server.transport.sockets[0].getsockname()[1]
