@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -15,6 +14,7 @@ from typing import Any
 
 from conftest import FIRMWARE, ROOT, need_tool
 from tools.build import stage_libs
+from tools.ports import free_port
 from tools.sim.charger import ChargerOptions, VirtualIP22
 from tools.sim.physics import Battery
 from tools.sim.serve import Background
@@ -22,12 +22,6 @@ from tools.sim.venus import VenusRegisters
 from tools.sim.world import SCENARIOS, World
 
 LIB = ROOT / "build" / "test" / "lib"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_world(soc: float = 0.3, **options: Any) -> World:

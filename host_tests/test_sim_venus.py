@@ -9,6 +9,7 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
+from tools.ports import ephemeral_low
 from tools.sim.charger import VirtualIP22
 from tools.sim.physics import Battery
 from tools.sim.venus import Reading, VenusRegisters, VenusServer
@@ -113,6 +114,8 @@ def test_down_refuses_connections_and_comes_back() -> None:
     async def test(
         regs: VenusRegisters, server: VenusServer, client: AsyncModbusTcpClient
     ) -> None:
+        # below the ephemeral range: no client's source port can hold it while it is down
+        assert server.port < ephemeral_low()
         regs.faults.down = True
         await server.apply_faults()
         probe = AsyncModbusTcpClient("127.0.0.1", port=server.port, timeout=1, retries=0)

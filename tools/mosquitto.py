@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tools.ports import free_port
+
 START_TIMEOUT_S = 10.0
 
 
@@ -33,12 +35,6 @@ def mosquitto_path() -> str:
     if path is None:
         raise MosquittoMissing("mosquitto is not installed (./dev test installs it)")
     return path
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class Mosquitto:

@@ -15,6 +15,8 @@ from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
+from tools.ports import free_port
+
 SYSTEM_UNIT = 100
 METER_UNIT = 30
 MAX_READ = 125  # registers per read, Modbus limit
@@ -168,6 +170,8 @@ class VenusServer:
         self._server: ModbusTcpServer | None = None
 
     async def start(self) -> int:
+        if self.port == 0:
+            self.port = free_port(self.host)  # not 0: an ephemeral port may be taken while down
         for attempt in range(RESTART_ATTEMPTS):
             server = ModbusTcpServer(VenusContext(self.registers), address=(self.host, self.port))
             try:
@@ -178,8 +182,6 @@ class VenusServer:
                     raise
                 await asyncio.sleep(0.1)
         self._server = server
-        if self.port == 0:
-            self.port = server.transport.sockets[0].getsockname()[1]
         return self.port
 
     async def stop(self) -> None:
