@@ -24,6 +24,7 @@ WATCHDOG_MS = 60000  # longer than any blocking call (MQTT connect, DNS, flash w
 BEAT_STALE_MS = 30000  # a task that has not reported for this long is hung
 TASK_RESTART_S = 5
 RETRY_MS = 10000
+SWITCH_RETRY_MAX_MS = 600000  # a switch that keeps failing is tried again at most this rarely
 CONTROL_PERIOD_S = 0.25  # fresh grid values arrive about once a second: react within this
 NO_WATCHDOG_FLAG = "nowdt"
 HEALTHY_S = 60  # an update that has run this long (with the watchdog fed) is kept
@@ -103,6 +104,7 @@ class App:
         self.powered_off = False  # we cut the charger's mains with the plug
         self.applied = {"setpoint_a": None, "charging": None}
         self.failed_set = None  # (setpoint, when) of the last set that did not go through
+        self.failed_switch = None  # (on, when, wait ms): a failed switch backs off, doubling
         self.control_errors = 0
         self._confirmed = False
         self.control_steps = 0  # proof of life: the controller decides about 4 times a second
@@ -235,6 +237,7 @@ class App:
         s = link.state
         sit.link_up = link.connected()
         sit.link_seen = s.last_frame_ms is not None
+        sit.failed_probes = link.probe_failures
         sit.powered_off = self.powered_off
         sit.voltage_v, sit.current_a, sit.state_code = s.voltage_v, s.current_a, s.state
         sit.min_a, sit.max_a, sit.limit_a = s.min_a, s.max_a, s.limit_a
@@ -270,8 +273,7 @@ class App:
         if self.controller.s["mode"] == "off" and not d.safe:
             return
         if d.charging is not None and d.charging != self.applied["charging"]:
-            if await self.switch(d.charging):
-                self.applied["charging"] = d.charging
+            await self._switch_with_backoff(d.charging)
         sp = d.setpoint_a
         if sp is not None and sp != self.applied["setpoint_a"]:
             failed = self.failed_set
@@ -287,18 +289,39 @@ class App:
             if self.link.budget.full(ticks_ms()) and before and sp < before:
                 await self.switch(False)  # it must go down and cannot: off instead
 
+    async def _switch_with_backoff(self, on):
+        """Each failed try may be a stored write (0x0200) or a plug command: the same switch
+        is tried again after 10 s, then 20 s, ... up to 10 min, not at every control step."""
+        failed = self.failed_switch
+        if failed and failed[0] == on and ticks_diff(ticks_ms(), failed[1]) < failed[2]:
+            return
+        if await self.switch(on):
+            self.applied["charging"] = on
+            self.failed_switch = None
+            return
+        wait = RETRY_MS if not failed or failed[0] != on else failed[2] * 2
+        self.failed_switch = (on, ticks_ms(), min(wait, SWITCH_RETRY_MAX_MS))
+
     async def switch(self, on):
-        """Charging on/off by the charger's own means, else the plug."""
+        """Charging on/off by the charger's own means, else (or when they fail) the plug."""
         s = self.link.state
+        if on and self.powered_off and self.plug_ready():
+            return await self._plug(True)  # unpowered: the charger cannot hear us
         if s.volatile or s.device_mode:
-            return await self.link.set_charging(on)
+            if await self.link.set_charging(on):
+                return True
+            if not self.plug_ready():
+                return False
         if self.plug_ready():
-            ok = await self.plug.switch(on)
-            if ok:
-                self.powered_off = not on
-                self.log("plug switched %s" % ("on" if on else "off"))
-            return ok
+            return await self._plug(on)
         return on  # nothing to switch with: it charges
+
+    async def _plug(self, on):
+        ok = await self.plug.switch(on)
+        if ok:
+            self.powered_off = not on
+            self.log("plug switched %s" % ("on" if on else "off"))
+        return ok
 
     async def venus_task(self):
         if self.poller is None:

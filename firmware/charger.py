@@ -22,6 +22,10 @@ NETWORK_MODE_EXTERNAL = 0x05  # 0x200E: networked + external control (never 0x09
 DAY_MS = 24 * 3600 * 1000
 READ_BUFFER = 256
 PROBE_RETRY_MS = 30000  # a charger that does not answer HEX is asked again this often
+REREAD_MS = 60000  # on/off and the stored limit are read back this often (VictronConnect may
+# change them through the charger's Bluetooth module, which shares the line)
+IGNORED_MS = 30000  # the current above a confirmed 0x2015 this long: the charger ignores it
+MIN_STEP_A = 1.0  # a refused value below the minimum raises the learned minimum by this
 
 _REPLY_RETRY = "retry"  # the charger saw a garbled frame (":4AAAAFD"): send again
 
@@ -99,6 +103,7 @@ class ChargerState:
         self.outputs = None
         self.capabilities4 = None  # 0x0143: bit 0 = no off mode, bit 3 = AC charger
         self.volatile = None  # 0x2015 path: None unknown, True works, False absent
+        self.volatile_off = None  # 0x2015 = 0 switches off: None untried, True, False
         self.device_mode = None  # 0x0200 on/off: None unknown, True works, False absent
         self.hex_answers = None  # does the charger answer HEX requests at all?
         self.charging = None  # True/False as confirmed by 0x0200 or 0x2015
@@ -152,6 +157,11 @@ class Link:
         self._hex_v_ms = None
         self._hex_i_ms = None
         self._probe_failed_ms = None
+        self.probe_failures = 0  # in a row: a charger that never answers HEX cannot be steered
+        self._reread_ms = None
+        self._over_since = None  # since when the current exceeds a confirmed 0x2015
+        self.learned_min_a = None  # a minimum above the probed one, learned from refusals
+        self.echo = None  # (register, flags, value) of the last set's answer
 
     # -- link state ----------------------------------------------------------------------
 
@@ -177,6 +187,8 @@ class Link:
             now = ticks_ms()
             for ev in self.parser.feed(buf, now, n):
                 if ev.ok:
+                    if not self.connected(now):  # (back) after silence, e.g. mains restored
+                        self.probe_failures = 0
                     self.state.last_frame_ms = now
                     if ev.kind == "text":
                         self._on_text(ev, now)
@@ -261,9 +273,10 @@ class Link:
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def request(self, frame, code, register=None):
+    async def request(self, frame, code, register=None, resend=True):
         """Send `frame`, wait for the reply with `code` (and `register`); (code, register,
-        flags, raw) or None after the retries."""
+        flags, raw) or None after the retries. `resend=False`: a request without an answer
+        is not sent again (a stored set may have been carried out, its reply lost)."""
         async with self._lock:
             port = self._port
             if port is None:
@@ -282,7 +295,9 @@ class Link:
                     await asyncio.wait_for(self._got.wait(), REPLY_TIMEOUT_S)
                 except asyncio.TimeoutError:
                     self.counters["timeouts"] += 1
-                    continue
+                    if resend:
+                        continue
+                    break
                 if self._reply is _REPLY_RETRY:
                     continue
                 self._want = None
@@ -299,10 +314,18 @@ class Link:
         reply = await self.request(vedirect.frame_get(reg), vedirect.GET, reg)
         return None if reply is None else (reply[2], reply[3])
 
-    async def _set(self, reg, raw):
-        """Set and check the echo. True: confirmed as asked; False: refused or another value
-        confirmed (the state then shows that value); None: no answer."""
-        reply = await self.request(vedirect.frame_set_raw(reg, raw), vedirect.SET, reg)
+    async def _set(self, reg, raw, stored=False):
+        """Set and check the echo (kept in `echo`). True: confirmed as asked; False: refused
+        or another value confirmed; None: no answer. A stored set counts against the write
+        budget each time it goes out, answered or not."""
+        sent = self.counters["commands"]
+        reply = await self.request(
+            vedirect.frame_set_raw(reg, raw), vedirect.SET, reg, resend=not stored
+        )
+        if stored:
+            for _ in range(self.counters["commands"] - sent):
+                self._count_stored_write()
+        self.echo = None if reply is None else (reg, reply[2], reply[3])
         if reply is None:
             return None
         flags, echoed = reply[2], reply[3]
@@ -322,12 +345,14 @@ class Link:
     async def probe(self):
         """Ask what this charger is and what it supports; record what works."""
         s = self.state
-        reply = await self.request(vedirect.frame_ping(), vedirect.PING_REPLY)
-        s.hex_answers = reply is not None
-        if reply is None:
+        # no IP22 ping answer was ever captured: a charger that ignores ping (or answers
+        # ":3", unknown command) but answers the product id request is fine
+        pinged = await self.request(vedirect.frame_ping(), vedirect.PING_REPLY)
+        reply = await self.request(vedirect.frame_product_id(), vedirect.DONE)
+        s.hex_answers = pinged is not None or reply is not None
+        if not s.hex_answers:
             self.log("charger does not answer HEX requests (is the adapter's TX connected?)")
             return False
-        reply = await self.request(vedirect.frame_product_id(), vedirect.DONE)
         if reply is not None and len(reply[3]) >= 2:
             s.pid = reply[3][0] | reply[3][1] << 8
         reported_max = await self._get_scaled(ip22.MAX_CURRENT)
@@ -342,6 +367,8 @@ class Link:
         s.capabilities4 = await self._get_scaled(ip22.CAPABILITIES4)
         if s.rated_a is not None:
             s.min_a = ip22.min_current(s.rated_a, reported_min)
+            if self.learned_min_a is not None:
+                s.min_a = max(s.min_a, self.learned_min_a)
             cap = self.settings["max_current_a"]
             s.max_a = min(cap, s.rated_a) if cap > 0 else s.rated_a
         s.volatile = await self._answers(ip22.LINK_CHARGE_CURRENT_LIMIT)
@@ -399,46 +426,91 @@ class Link:
         self.desired_current = amps
         if self.state.volatile:
             ok = await self._set_volatile(amps)
-            if ok is not False:
+            if ok is not False or self._below_minimum(amps):
                 return bool(ok)
             self.log("volatile limit refused: using the stored limit 0xEDF0 from now on")
-            self.state.volatile = False
-            self.state.volatile_limit_a = None
+            self._leave_volatile()
         return await self._set_stored(amps)
 
+    def _leave_volatile(self):
+        s = self.state
+        s.volatile = False
+        s.volatile_limit_a = None
+        self._over_since = None
+
+    def _below_minimum(self, amps):
+        """After a refused or changed set of a current: was it below the charger's real
+        minimum? Then learn that minimum (from the echo if it holds one, else a step up) so
+        that the same value is not asked for again."""
+        s = self.state
+        if self.echo is None or s.min_a is None or s.max_a is None or amps <= 0:
+            return False
+        reg, flags, echoed = self.echo
+        if reg not in (ip22.CHARGE_CURRENT_LIMIT, ip22.LINK_CHARGE_CURRENT_LIMIT):
+            return False
+        value = vedirect.unpack("un16", echoed) if len(echoed) == 2 else None
+        if not flags and value is not None and amps < value / 10 <= s.max_a:
+            learned = value / 10  # clamped to its minimum, and told us which
+        elif flags == vedirect.FLAG_PARAMETER_ERROR and amps < s.max_a:
+            learned = min(s.max_a, max(amps, s.min_a) + MIN_STEP_A)
+        else:
+            return False
+        self.learned_min_a = s.min_a = learned
+        self.log("charger did not take %s A: its minimum is taken as %s A" % (amps, learned))
+        return True
+
     async def set_charging(self, on):
-        """Switch charging on or off: 0x2015 = 0 when the volatile path works, else 0x0200
-        (its storage is not documented, so it is budgeted like a stored write). False when
-        this charger offers no way to switch off."""
+        """Switch charging on or off: 0x2015 = 0 when the volatile path works and this
+        charger takes 0 as off, else 0x0200 (its storage is not documented, so it is budgeted
+        like a stored write). False when this charger offers no way to switch off (the app
+        then uses the plug)."""
         if self.read_only:
             self.last_skip = "safe mode: the charger is not touched"
             return False
         s = self.state
         self.desired_on = on
-        if s.volatile:
+        if s.volatile and s.volatile_off is not False:
             current = self.desired_current if self.desired_current is not None else s.max_a
             ok = await self._set_volatile(current if on else 0)
             if ok:
                 s.charging = on
-            return ok
-        if s.device_mode:
-            wanted = 1 if on else 4
-            if s.charging == on:  # as confirmed by the probe or the last write
+                if not on:
+                    s.volatile_off = True
                 return True
-            if on and self.budget.full(ticks_ms()):  # switching off is always allowed
-                self.last_skip = "daily limit of stored writes reached"
-                self.counters["skipped_writes"] += 1
+            echo = self.echo
+            if ok is None or on or echo is None or echo[0] != ip22.LINK_CHARGE_CURRENT_LIMIT:
                 return False
-            ok = await self._set(ip22.DEVICE_MODE, bytes([wanted]))
-            if ok is not None:
-                self._count_stored_write()
-            if ok:
-                s.charging = on
-            return bool(ok)
+            # refused, or clamped to its minimum: 0 is not "off" on this charger
+            self.log("charger does not take 0x2015 = 0 as off")
+            s.volatile_off = False
+            if self.desired_current is not None:
+                await self._set_volatile(self.desired_current)
+        if s.device_mode:
+            return await self._set_mode(on)
         if on:
             return True  # nothing switched it off: it charges
         self.last_skip = "this charger cannot be switched off over VE.Direct"
         return False
+
+    async def _set_mode(self, on):
+        s = self.state
+        if s.charging == on:  # as confirmed by the probe, the last write or the last read
+            return True
+        if on and self.budget.full(ticks_ms()):  # switching off is always allowed
+            self.last_skip = "daily limit of stored writes reached"
+            self.counters["skipped_writes"] += 1
+            return False
+        ok = await self._set(ip22.DEVICE_MODE, bytes([1 if on else 4]), True)
+        if ok is None:  # it may have been carried out: read what is in force
+            await self._read_mode()
+            return s.charging == on
+        if ok:
+            s.charging = on
+        return ok
+
+    async def _read_mode(self):
+        mode = await self._get_scaled(ip22.DEVICE_MODE)
+        self.state.charging = None if mode is None else mode != 4
 
     async def _set_volatile(self, amps):
         """0x200E (external control) then 0x2015; True, False (refused) or None (no answer)."""
@@ -460,12 +532,14 @@ class Link:
                 self.counters["skipped_writes"] += 1
             return reason == "unchanged"
         raw = ip22.encode(ip22.CHARGE_CURRENT_LIMIT, amps)
-        ok = await self._set(ip22.CHARGE_CURRENT_LIMIT, vedirect.pack("un16", raw))
-        if ok is None:
-            return False
-        self._count_stored_write()
-        if not ok:
+        ok = await self._set(ip22.CHARGE_CURRENT_LIMIT, vedirect.pack("un16", raw), True)
+        if not ok:  # refused, changed or unanswered (then perhaps carried out): read it back
+            if ok is False:
+                self._below_minimum(amps)
             s.stored_limit_a = await self._get_scaled(ip22.CHARGE_CURRENT_LIMIT)
+            if s.stored_limit_a is not None and abs(s.stored_limit_a - amps) < 0.05:
+                self.last_skip = None
+                return True
             return False
         s.stored_limit_a = raw / 10
         self.last_skip = None
@@ -481,8 +555,46 @@ class Link:
         if not self.state.volatile or sent is None or self.desired_current is None:
             return
         if ticks_diff(ticks_ms(), sent) >= self.settings["volatile_refresh_s"] * 1000:
-            on = self.desired_on is not False
+            on = self.desired_on is not False or self.state.volatile_off is False
             await self._set_volatile(self.desired_current if on else 0)
+
+    async def reread(self):
+        """Read back what someone else may have changed: on/off and the stored limit."""
+        now = ticks_ms()
+        if self._reread_ms is not None and ticks_diff(now, self._reread_ms) < REREAD_MS:
+            return
+        self._reread_ms = now
+        s = self.state
+        if s.device_mode and not (s.volatile and s.volatile_off):
+            await self._read_mode()
+        stored = await self._get_scaled(ip22.CHARGE_CURRENT_LIMIT)
+        if stored is not None:
+            s.stored_limit_a = stored
+
+    async def check_volatile(self):
+        """A charger that confirms 0x2015 and then ignores it: more current than the limit
+        for IGNORED_MS means the stored limit is the only one that works."""
+        s = self.state
+        limit, amps, sent = s.volatile_limit_a, s.current_a, self._volatile_sent_ms
+        now = ticks_ms()
+        refresh_ms = self.settings["volatile_refresh_s"] * 1000
+        if (
+            not s.volatile
+            or limit is None
+            or amps is None
+            or sent is None
+            or ticks_diff(now, sent) > 2 * refresh_ms  # not refreshed: it may have lapsed
+            or amps <= limit + max(1.0, limit * 0.2)
+        ):
+            self._over_since = None
+            return
+        if self._over_since is None:
+            self._over_since = now
+        elif ticks_diff(now, self._over_since) >= IGNORED_MS:
+            self.log("charger delivers %.1f A over its confirmed 0x2015 limit of %s A: "
+                     "using the stored limit 0xEDF0 from now on" % (amps, limit))
+            self._leave_volatile()
+            await self._reapply()
 
     # -- running -----------------------------------------------------------------------------
 
@@ -523,7 +635,10 @@ class Link:
             try:
                 if self.connected():
                     await self._probe_when_due()
-                    await self.keep_volatile()
+                    if self.state.probed:
+                        await self.keep_volatile()
+                        await self.check_volatile()
+                        await self.reread()
             except Exception as err:
                 self.counters["failures"] += 1
                 try:
@@ -541,9 +656,11 @@ class Link:
             return
         if await self.probe():
             self._probe_failed_ms = None
+            self.probe_failures = 0
             await self._reapply()
         else:
             self._probe_failed_ms = now
+            self.probe_failures += 1
 
     async def _reapply(self):
         """After a (re)probe: what the controller asked for before, again."""

@@ -14,6 +14,7 @@ MANUAL = "manual"
 AUTO = "auto"
 
 ABSORPTION_AND_AFTER = (4, 5, 6, 7, 244, 246, 247)  # CS codes: the battery sets the pace
+HEX_SILENT_PROBES = 2  # failed probes (30 s apart) before a charger counts as deaf to HEX
 LEARN_RETRY_MS = 300000  # an unknown charger powered up to be probed: not more often
 STARTUP_GRACE_MS = 20000  # after a power-up, the charger's first frames come within this
 SETTLED_MS = 8000  # after a change, the charger's current has followed (about 4 time constants)
@@ -29,6 +30,7 @@ class Situation:
         self.grid_error = None  # why the grid value is missing, for the reason
         self.link_up = False
         self.link_seen = False  # a valid frame has arrived since boot
+        self.failed_probes = 0  # in a row: the charger talks but does not answer HEX
         self.powered_off = False  # we cut the charger's mains (plug): no link is expected
         self.voltage_v = None
         self.current_a = None
@@ -118,6 +120,11 @@ class Controller:
                     self.learn_tried_ms = now
                     return Decision(None, True, "switching the charger on to learn what it is")
                 return Decision(None, None, "the charger did not answer after power-up")
+            if sit.link_up and sit.failed_probes >= HEX_SILENT_PROBES and sit.can_switch_off:
+                # it charges at its own setting, grid or not, and cannot be told otherwise
+                self.on = False
+                why = "safe: the charger does not answer HEX requests; charging off"
+                return Decision(None, False, why, True)
             if sit.link_up or not sit.link_seen:
                 return Decision(None, None, "waiting for the charger")
         if not sit.link_up and not sit.powered_off:

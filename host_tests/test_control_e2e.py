@@ -105,3 +105,35 @@ def test_smart_plug_is_the_off_switch(tmp_path: Path) -> None:
             wait(lambda: truth(sim)["charger"]["current_a"] > 8, 30, "charging after power-up", fw)
             assert fw.status()["plug"]["switches"] == 2
             assert "Traceback" not in fw.read_log()
+
+
+def test_plug_when_the_charger_will_not_switch_off(tmp_path: Path) -> None:
+    """0x2015 = 0 refused and no 0x0200: off is the plug's job, found at the first try."""
+    world = make_world(volatile_zero="reject", device_mode="absent")
+    world.profile = profile(0, 300)
+    with Background(world) as sim:
+        host, port = sim.endpoints["plug"].rsplit(":", 1)
+        config = auto_config(sim, plug={"type": "shelly", "host": host, "port": int(port)})
+        with Firmware(tmp_path, sim.endpoints["charger"], config) as fw:
+            wait(lambda: not truth(sim)["charger"]["mains"], 30, "plug off at night", fw)
+            assert "0x2015 = 0" in fw.read_log()
+            set_profile(sim, 800, 300)
+            wait(lambda: truth(sim)["charger"]["current_a"] > 8, 40, "charging after power-up", fw)
+            assert fw.status()["charger"]["volatile_limit"] is True  # still sets the current
+            assert "Traceback" not in fw.read_log()
+
+
+def test_a_charger_deaf_to_hex_is_cut_by_the_plug(tmp_path: Path) -> None:
+    """Text blocks but no HEX answers (the adapter's TX not connected): it charges at its own
+    setting whatever the grid does, so the plug switches it off, and says why."""
+    world = make_world()
+    world.profile = profile(0, 300)
+    world.charger.faults.no_replies = True
+    with Background(world) as sim:
+        host, port = sim.endpoints["plug"].rsplit(":", 1)
+        config = auto_config(sim, plug={"type": "shelly", "host": host, "port": int(port)})
+        with Firmware(tmp_path, sim.endpoints["charger"], config) as fw:
+            wait(lambda: not truth(sim)["charger"]["mains"], 60, "plug off", fw)
+            control = fw.status()["control"]
+            assert control["safe"] and "does not answer HEX" in control["reason"]
+            assert truth(sim)["charger"]["counters"]["nvm_writes"] == 0

@@ -198,6 +198,19 @@ def test_unknown_charger_behind_a_plug_is_powered_to_learn_it():
     assert (d.setpoint_a, d.charging) == (None, None)
 
 
+def test_a_charger_deaf_to_hex_is_switched_off_where_it_can_be():
+    ctl = control.Controller(settings())
+    d = ctl.step(0, situation(min_a=None, failed_probes=1))
+    assert (d.setpoint_a, d.charging, d.safe) == (None, None, False)  # not yet: ask again
+    deaf = situation(min_a=None, failed_probes=control.HEX_SILENT_PROBES)
+    d = ctl.step(1000, deaf)
+    assert (d.charging, d.safe) == (False, True) and "does not answer HEX" in d.reason
+    # nothing to switch with (no plug, no charger command known): left as it is
+    d = control.Controller(settings()).step(0, situation(
+        min_a=None, failed_probes=control.HEX_SILENT_PROBES, can_switch_off=False))
+    assert (d.setpoint_a, d.charging) == (None, None)
+
+
 def test_stored_only_holds_and_rises_after_the_window():
     ctl = control.Controller(settings(stored_rise_after_s=120))
     ctl.on = True

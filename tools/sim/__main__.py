@@ -70,9 +70,19 @@ def make_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--volatile",
-        choices=("supported", "absent"),
+        choices=("supported", "absent", "ignored"),
         default="supported",
-        help="0x2015 charge current limit with 0x200E",
+        help="0x2015 charge current limit with 0x200E (ignored: confirmed, not applied)",
+    )
+    ap.add_argument(
+        "--volatile-zero",
+        choices=("off", "reject", "clamp"),
+        default="off",
+        help="what 0x2015 = 0 does",
+    )
+    ap.add_argument("--no-ping", action="store_true", help="ping is answered :3 (unknown)")
+    ap.add_argument(
+        "--true-min", type=float, default=None, help="the minimum A it really applies"
     )
     ap.add_argument(
         "--device-mode", choices=("supported", "absent"), default="supported", help="0x0200 on/off"
@@ -125,6 +135,9 @@ def build_world(args: argparse.Namespace) -> World:
         model=args.model,
         below_min=args.below_min,
         volatile=args.volatile,
+        volatile_zero=args.volatile_zero,
+        ping=not args.no_ping,
+        true_min_a=args.true_min,
         device_mode=args.device_mode,
         min_register=not args.no_min_register,
     )

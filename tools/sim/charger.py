@@ -34,7 +34,11 @@ class ChargerOptions:
     below_min: str = (
         "reject"  # "reject": flags 0x04 and the value in force; "clamp": store the minimum
     )
-    volatile: str = "supported"  # 0x2015 + 0x200E: "supported" or "absent" (flags 0x01)
+    # 0x2015 + 0x200E: "supported", "absent" (flags 0x01), or "ignored" (confirmed, no effect)
+    volatile: str = "supported"
+    volatile_zero: str = "off"  # 0x2015 = 0: "off", "reject" (flags 0x04) or "clamp" (minimum)
+    ping: bool = True  # False: ping is answered ":3" (unknown command), get/set still work
+    true_min_a: float | None = None  # the minimum it really applies (None: 25 % of rated)
     device_mode: str = "supported"  # 0x0200 on=1/off=4: "supported" or "absent"
     min_register: bool = True  # whether 0xEDC8 exists (else: "unknown id")
     serial: str = "HQ2230XY6XR"
@@ -46,7 +50,8 @@ class ChargerOptions:
             raise ValueError("unknown IP22 product id 0x%04X" % self.model)
         for name, value, allowed in (
             ("below_min", self.below_min, ("reject", "clamp")),
-            ("volatile", self.volatile, ("supported", "absent")),
+            ("volatile", self.volatile, ("supported", "absent", "ignored")),
+            ("volatile_zero", self.volatile_zero, ("off", "reject", "clamp")),
             ("device_mode", self.device_mode, ("supported", "absent")),
         ):
             if value not in allowed:
@@ -109,6 +114,10 @@ class VirtualIP22:
         self.rated_raw = rated * 10
         self.outputs = outputs
         self.min_raw = self.rated_raw // 4  # 25 % of rated, as four independent sources hint
+        if self.options.true_min_a is not None:
+            self.min_raw = round(self.options.true_min_a * 10)
+        # what 0xEDC8 reports: 25 % even when the charger really applies more (notes 4.2)
+        self.reported_min_raw = self.rated_raw // 4
         self.physics = ChargerPhysics(rated_a=rated, battery=battery or Battery(nominal_v=volts))
         self.faults = faults or ChargerFaults()
         self.counters = Counters()
@@ -189,7 +198,7 @@ class VirtualIP22:
         """The value of a register as the charger would send it; None = unknown id."""
         ph = self.physics
         pid = self.options.model
-        volatile = self.options.volatile == "supported"
+        volatile = self.options.volatile != "absent"
         values: dict[int, Any] = {
             0x0100: bytes([0]) + v.pack("un16", pid) + b"\xff",
             0x0102: bytes([0]) + bytes.fromhex(self.options.firmware.rjust(6, "0"))[::-1],
@@ -218,7 +227,7 @@ class VirtualIP22:
             0xEE16: ("un16", None),
         }
         if self.options.min_register:
-            values[0xEDC8] = ("un16", self.min_raw)
+            values[0xEDC8] = ("un16", self.reported_min_raw)
         if self.options.device_mode == "supported":
             values[0x0200] = ("un8", 1 if self.on else 4)
         if volatile:
@@ -243,15 +252,25 @@ class VirtualIP22:
             self.on = raw == b"\x01"
             self.physics.set_enabled(self.on)
             return FLAG_OK, raw
-        if reg == 0x200E and self.options.volatile == "supported":
+        if reg == 0x200E and self.options.volatile != "absent":
             if len(raw) != 1:
                 return v.FLAG_PARAMETER_ERROR, current
             self.link.mode, self.link.mode_at = raw[0], now
             return FLAG_OK, raw
-        if reg == 0x2015 and self.options.volatile == "supported":
+        if reg == 0x2015 and self.options.volatile != "absent":
             if len(raw) != 2:
                 return v.FLAG_PARAMETER_ERROR, current
             value = v.unpack("un16", raw)  # 0xFFFF releases the limit
+            if value == 0 and self.options.volatile_zero == "reject":
+                return v.FLAG_PARAMETER_ERROR, current
+            if value == 0 and self.options.volatile_zero == "clamp":
+                value, raw = self.min_raw, v.pack("un16", self.min_raw)
+            if value and value < self.min_raw and self.options.true_min_a is not None:
+                if self.options.below_min == "reject":  # a stricter minimum than 25 %
+                    return v.FLAG_PARAMETER_ERROR, current
+                value, raw = self.min_raw, v.pack("un16", self.min_raw)
+            if self.options.volatile == "ignored":
+                return FLAG_OK, raw  # confirmed, and then not applied
             self.link.limit, self.link.limit_at = value, now
             return FLAG_OK, raw
         return v.FLAG_NOT_SUPPORTED, current
@@ -272,6 +291,8 @@ class VirtualIP22:
     def answer(self, ev: v.HexFrame, now: float) -> bytes | None:
         """The reply to one valid request frame, or None (restart, enter boot)."""
         code = ev.code
+        if code == v.PING and not self.options.ping:
+            return v.frame(v.UNKNOWN, v.pack("un16", code))
         if code == v.PING:
             return v.frame(v.PING_REPLY, v.pack("un16", APP_VERSION))
         if code == v.APP_VERSION:
