@@ -13,6 +13,16 @@ from ticks import ticks_diff, ticks_ms
 GRID_REGISTER = 820
 METER_REGISTER = 2600
 MAX_PDU = 253
+METER_RETRY_S = 60  # a meter unit that did not answer is asked again this often (and on connect)
+
+# errnos of a connection that never opened; ECONNRESET counts too before the first reply (the
+# ESP32's lwIP reports a refused port as a reset at the first write), later it is CLOSED
+ECONNREFUSED = 111
+ECONNRESET = 104
+EHOSTUNREACH = 113
+UNIT_MISSING = (10, 11)  # 0x0A gateway path unavailable, 0x0B (older Venus) target failed
+REFUSED_HINT = "Modbus TCP is off by default on Venus (Settings > Services > Modbus TCP)"
+UNIT_HINT = "unit id %d not found (Settings > Services > Modbus TCP > Available services)"
 
 # error kinds, for the counters and the status
 REFUSED = "refused"  # no connection (Modbus TCP off in Venus: Settings > Services)
@@ -129,17 +139,39 @@ class Poller:
         self.errors = {}
         self.last_error = None
         self.meter = None  # the meter cross-check: None unknown, True in use, False absent
+        self._meter_unit = None  # the unit self.meter is about
+        self._meter_asked = None  # when an absent meter was last asked; None: ask now
+        self._answered = False  # this connection has given a reply
         self._reader = None
         self._writer = None
         self._same_since = None
+        self._beat = None  # the watchdog feed, also between the (up to two) reads of a poll
 
     def _count_error(self, err):
         self.errors[err.kind] = self.errors.get(err.kind, 0) + 1
         self.last_error = "%s: %s" % (err.kind, err.detail)
 
     async def _connect(self):
-        reader, writer = await asyncio.open_connection(self.s["host"], self.s["port"])
-        self._reader, self._writer = reader, writer
+        """Bounded: a GX that is off drops the SYN, and the watchdog must still be fed."""
+        s = self.s
+        try:
+            opening = asyncio.open_connection(s["host"], s["port"])
+            self._reader, self._writer = await asyncio.wait_for(opening, s["timeout_s"])
+        except asyncio.TimeoutError:
+            detail = "%s:%s: no connection in %s s" % (s["host"], s["port"], s["timeout_s"])
+            raise ModbusError(TIMEOUT, detail) from None
+        except OSError as err:
+            raise self._os_error(err) from None
+        self._answered = False
+        self._meter_asked = None  # a fresh connection: ask an absent meter again
+
+    def _os_error(self, err):
+        """REFUSED (with the hint the user needs) or CLOSED, from a socket error."""
+        code = err.args[0] if err.args else None
+        where = "%s:%s: " % (self.s["host"], self.s["port"])
+        if code == ECONNREFUSED or (code == ECONNRESET and not self._answered):
+            return ModbusError(REFUSED, where + REFUSED_HINT)
+        return ModbusError(REFUSED if code == EHOSTUNREACH else CLOSED, where + str(err))
 
     def _close(self):
         if self._writer is not None:
@@ -162,10 +194,13 @@ class Poller:
         writer.write(build_read(self.tid, unit, function, address, count))
         await writer.drain()
         header = await reader.readexactly(7)
+        self._answered = True
         pdu = await reader.readexactly(parse_header(header, self.tid, unit))
         return parse_pdu(pdu, function, count)
 
     async def _timed(self, unit, address, count):
+        if self._beat:
+            self._beat()
         try:
             return await asyncio.wait_for(self.read(unit, address, count), self.s["timeout_s"])
         except asyncio.TimeoutError:
@@ -174,8 +209,11 @@ class Poller:
             raise ModbusError(CLOSED, "connection closed by Venus") from None
         except OSError as err:
             # MicroPython's open_connection reports a refused port only at the first I/O
-            kind = REFUSED if err.args and err.args[0] in (111, 104, 113) else CLOSED
-            raise ModbusError(kind, "%s:%s %s" % (self.s["host"], self.s["port"], err)) from None
+            raise self._os_error(err) from None
+        except ModbusError as err:
+            if err.code in UNIT_MISSING:
+                err.detail = UNIT_HINT % unit
+            raise
 
     async def poll_once(self):
         """Read the grid (and the meter); update the reading or raise ModbusError."""
@@ -183,7 +221,9 @@ class Poller:
         start = ticks_ms()
         regs = await self._timed(self.s["unit"], GRID_REGISTER, 3)
         meter_unit = self.s["meter_unit"]
-        if meter_unit and self.meter is not False:
+        if meter_unit != self._meter_unit:  # changed settings: learn the new unit afresh
+            self.meter, self._meter_unit, self._meter_asked = None, meter_unit, None
+        if meter_unit and self._ask_meter(start):
             try:
                 meter = await self._timed(meter_unit, METER_REGISTER, 3)
             except ModbusError as err:
@@ -191,10 +231,12 @@ class Poller:
                     raise ModbusError(
                         err.kind, "grid meter (unit %d): %s" % (meter_unit, err.detail)
                     )
-                self.meter = False  # never answered: this installation has no meter there
-                self.log("no grid meter on unit %d: not cross-checking 820-822" % meter_unit)
-            else:
                 if self.meter is None:
+                    self.log("no grid meter on unit %d: 820-822 unchecked for now" % meter_unit)
+                self.meter = False  # not (yet) there: in a dropout, or the GX is starting
+                self._meter_asked = start
+            else:
+                if not self.meter:
                     self.log("grid meter on unit %d answers: cross-checking" % meter_unit)
                 self.meter = True
                 regs = meter  # the meter's own values: no silent fallback to 0
@@ -206,6 +248,16 @@ class Poller:
         r.seq += 1
         self.counters["ok"] += 1
         self.last_error = None
+
+    def _ask_meter(self, now):
+        """A meter seen or unknown is read each time; an absent one now and then, since a
+        firmware that starts during a dropout must not trust 820-822 for good."""
+        asked = self._meter_asked
+        return (
+            self.meter is not False
+            or asked is None
+            or ticks_diff(now, asked) >= METER_RETRY_S * 1000
+        )
 
     def _check_frozen(self, regs):
         """A real meter's value moves by a watt now and then; one that does not is stuck."""
@@ -219,6 +271,7 @@ class Poller:
             raise ModbusError(STALE, "grid value unchanged for %d s" % limit)
 
     async def run(self, beat=None):
+        self._beat = beat
         delay = 1
         while True:
             if beat:
@@ -226,8 +279,8 @@ class Poller:
             if self._writer is None:
                 try:
                     await self._connect()
-                except OSError as err:
-                    self._count_error(ModbusError(REFUSED, str(err)))
+                except ModbusError as err:
+                    self._count_error(err)
                     await self._sleep(delay, beat)
                     delay = min(delay * 2, 30)
                     continue

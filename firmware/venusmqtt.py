@@ -51,6 +51,7 @@ class MqttGrid:
         )
         self.system = [None, None, None]
         self.meter = [None, None, None]
+        self.numbered = 0  # bits: phases seen with a number (system L1-L3, then meter L1-L3)
         self.meter_instance = None  # the grid meter's instance, once its topic was seen
         self.meter_gone = False
         self.keepalive_ms = None
@@ -160,6 +161,8 @@ class MqttGrid:
         if value is not None and (value != value or value in (INF, -INF)):
             raise ValueError("not a finite number: %r" % (value,))
         i = PHASES.index(name)
+        if value is not None:
+            self.numbered |= 1 << (i + (3 if phases is self.meter else 0))
         if phases[i] != value:
             self.changed_ms = now
         phases[i] = value
@@ -174,12 +177,16 @@ class MqttGrid:
             return self._error(
                 "meter", "the grid meter (instance %s) has gone" % (self.meter_instance)
             )
-        phases = self.meter if self.meter_instance is not None else self.system
+        metered = self.meter_instance is not None
+        phases = self.meter if metered else self.system
         source = self.s["source"]
         if source == "sum":
             if all(w is None for w in phases):
                 return self._error("null", "no grid power from Venus (no meter?)")
-            power = sum(w for w in phases if w is not None)  # a missing phase reads 0
+            for i in range(3):  # null after a number is invalid, not 0: the sum would lie
+                if phases[i] is None and self.numbered >> (i + 3 * metered) & 1:
+                    return self._error("null", "%s null (invalid)" % PHASES[i])
+            power = sum(w for w in phases if w is not None)  # a phase never seen reads 0
         else:
             power = phases[PHASES.index(source)]
             if power is None:

@@ -119,6 +119,41 @@ def test_power(where: str, source: str, values: tuple[Any, Any, Any], power: Any
         assert g.errors == {} and g.last_error is None
 
 
+@pytest.mark.parametrize("where", [SYS, METER], ids=["system", "meter"])
+def test_a_phase_that_turns_null_is_invalid_not_zero(where: str) -> None:
+    """Counted as 0, L1 going null would turn 1500 - 900 + 400 W of import into 500 W export."""
+    g = grid()
+    feed(g, 1000, *phases(where, 1500, -900, 400))
+    assert g.reading.power_w == 1000
+    feed(g, 2000, (where % "L1", val(None)))
+    assert (g.reading.power_w, g.reading.seq, g.reading.at_ms) == (1000, 1, 1000)
+    assert g.errors == {"null": 1} and g.last_error == "null: L1 null (invalid)"
+    feed(g, 3000, (HEARTBEAT, b"{}"), (where % "L1", val(None)))  # republished: still invalid
+    assert g.reading.seq == 1 and g.errors == {"null": 2}
+    feed(g, 4000, (where % "L1", val(1400)))
+    assert (g.reading.power_w, g.reading.seq, g.reading.at_ms) == (900, 2, 4000)
+    assert g.last_error is None
+
+
+def test_phases_null_from_the_start_stay_absent() -> None:
+    """A single-phase system: L2/L3 are null in every full republish, and count as 0."""
+    g = grid()
+    for now in (1000, 2000, 3000):
+        feed(g, now, *phases(SYS, 230 + now // 1000, None, None), (HEARTBEAT, b"{}"))
+    assert (g.reading.power_w, g.reading.seq) == (233, 3) and g.errors == {}
+
+
+def test_a_null_phase_only_matters_where_it_is_used() -> None:
+    g = grid(source="L1")
+    feed(g, 1000, *phases(SYS, 100, 200, 300))
+    feed(g, 2000, (SYS % "L2", val(None)))
+    assert (g.reading.power_w, g.reading.seq) == (100, 2) and g.errors == {}
+    g = grid()  # the meter is used: the system values' nulls do not count
+    feed(g, 1000, *phases(SYS, 100, 200, 300), *phases(METER, 90, 190, 290))
+    feed(g, 2000, (SYS % "L1", val(None)), (HEARTBEAT, b"{}"))
+    assert (g.reading.power_w, g.reading.seq) == (570, 2) and g.errors == {}
+
+
 @pytest.mark.parametrize(
     "topic",
     [
