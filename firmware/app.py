@@ -230,6 +230,7 @@ class App:
         if self.poller is not None:
             r = self.poller.reading
             sit.grid_w, sit.grid_seq, sit.grid_age_s = r.power_w, r.seq, r.age_s()
+            sit.battery_w = r.battery_w
             sit.grid_error = self.poller.last_error
         else:
             sit.grid_error = "no Venus configured (venus.host)"

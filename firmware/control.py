@@ -17,6 +17,7 @@ ABSORPTION_AND_AFTER = (4, 5, 6, 7, 244, 246, 247)  # CS codes: the battery sets
 HEX_SILENT_PROBES = 2  # failed probes (30 s apart) before a charger counts as deaf to HEX
 LEARN_RETRY_MS = 300000  # an unknown charger powered up to be probed: not more often
 STARTUP_GRACE_MS = 20000  # after a power-up, the charger's first frames come within this
+HOUSE_IDLE_W = 30  # a house battery discharging less than this is idle (its own consumption)
 SETTLED_MS = 8000  # after a change, the charger's current has followed (about 4 time constants)
 
 
@@ -28,6 +29,7 @@ class Situation:
         self.grid_seq = 0  # counts new grid values
         self.grid_age_s = None
         self.grid_error = None  # why the grid value is missing, for the reason
+        self.battery_w = None  # the house battery (Venus 842), + = charging; None: unknown
         self.link_up = False
         self.link_seen = False  # a valid frame has arrived since boot
         self.failed_probes = 0  # in a row: the charger talks but does not answer HEX
@@ -68,6 +70,7 @@ class Controller:
         self.below_since = None  # surplus short of the minimum since (ms)
         self.above_since = None  # surplus enough for the minimum since (ms)
         self.available_w = None
+        self.guarded_w = 0  # house battery discharge left out of the surplus, W
         self.learn_tried_ms = None  # when we last powered an unknown charger up to probe it
         self.powered_on_ms = None  # when we switched the charger's mains on (it boots)
         self.retry_ms = None  # a charger that did not come up: no new power-up before this
@@ -146,7 +149,10 @@ class Controller:
         if sit.grid_seq == self.last_seq and not self.decision.safe:
             return self.decision  # act on fresh meter readings only
         self.last_seq = sit.grid_seq
-        return self._track(now, sit)
+        d = self._track(now, sit)
+        if self.guarded_w:
+            d.reason += "; the house battery's %d W discharge is no surplus" % self.guarded_w
+        return d
 
     def _track(self, now, sit):
         s = self.s
@@ -157,6 +163,12 @@ class Controller:
         if charging and not sit.powered_off and sit.current_a and volts:
             drawing = max(0.0, sit.current_a) * volts / eff
         available = drawing - sit.grid_w + s["target_grid_w"]
+        discharge = -sit.battery_w if sit.battery_w is not None else 0
+        self.guarded_w = 0
+        if s["house_battery_guard"] and discharge > HOUSE_IDLE_W:
+            # ESS holding the grid at its setpoint would feed us from the house battery
+            self.guarded_w = discharge
+            available -= discharge
         self.available_w = available
         if not volts or sit.min_a is None:
             return Decision(None, None, "waiting: the charger's voltage and minimum are not known")

@@ -47,6 +47,7 @@ SCHEMA = {
         "disable_delay_s": ("float", 0.0, 0.0, 3600.0),
         "disable_threshold_w": ("float", 0.0, 0.0, 2000.0),
         "safe_state": ("choice", "off", ("off", "minimum")),
+        "house_battery_guard": ("bool", True),  # never charge from a discharging house battery
         "stored_rise_after_s": (
             "float",
             120.0,

@@ -12,6 +12,7 @@ from ticks import ticks_diff, ticks_ms
 
 GRID_REGISTER = 820
 METER_REGISTER = 2600
+BATTERY_REGISTER = 842  # the system's battery power, int16 W, positive = charging
 MAX_PDU = 253
 METER_RETRY_S = 60  # a meter unit that did not answer is asked again this often (and on connect)
 
@@ -116,6 +117,7 @@ class Reading:
 
     def __init__(self):
         self.power_w = None
+        self.battery_w = None  # the house battery's power (+ = charging); None: not known
         self.phases = None
         self.at_ms = None
         self.seq = 0
@@ -240,14 +242,27 @@ class Poller:
                     self.log("grid meter on unit %d answers: cross-checking" % meter_unit)
                 self.meter = True
                 regs = meter  # the meter's own values: no silent fallback to 0
+        battery = await self._battery()
         self.counters["latency_ms"] = ticks_diff(ticks_ms(), start)
         power = grid_power(regs, self.s["source"])
         self._check_frozen(regs)
         r = self.reading
         r.power_w, r.phases, r.at_ms = power, [int16(w) for w in regs], ticks_ms()
+        r.battery_w = battery
         r.seq += 1
         self.counters["ok"] += 1
         self.last_error = None
+
+    async def _battery(self):
+        """The house battery's power, for the controller's guard against charging from it
+        (ESS); None where this Venus answers with an exception."""
+        try:
+            regs = await self._timed(self.s["unit"], BATTERY_REGISTER, 1)
+        except ModbusError as err:
+            if err.kind != EXCEPTION:
+                raise
+            return None
+        return int16(regs[0])
 
     def _ask_meter(self, now):
         """A meter seen or unknown is read each time; an absent one now and then, since a
@@ -308,6 +323,7 @@ class Poller:
         return {
             "power_w": r.power_w,
             "phases_w": r.phases,
+            "battery_w": r.battery_w,
             "age_s": r.age_s(),
             "source": self.s["source"],
             "host": "%s:%s" % (self.s["host"], self.s["port"]),

@@ -78,6 +78,7 @@ class MqttGrid:
         session.subscribe(p + "system/0/Ac/Grid/+/Power")
         session.subscribe(p + "grid/+/Ac/+/Power")
         session.subscribe(p + "heartbeat")
+        session.subscribe(p + "system/0/Dc/Battery/Power")
         self._keepalive(b"")  # empty: Venus sends everything once
 
     def _keepalive(self, payload):
@@ -134,6 +135,13 @@ class MqttGrid:
                 self.fresh = True
             elif path[-1] != "Power":
                 return
+            elif path == ["system", "0", "Dc", "Battery", "Power"]:
+                value = _value(payload) if payload else None
+                if value is not None and (
+                    isinstance(value, bool) or not isinstance(value, (int, float))
+                ):
+                    raise ValueError("not a number: %r" % (value,))
+                self.reading.battery_w = None if value is None else int(round(value))
             elif len(path) == 6 and path[:4] == ["system", "0", "Ac", "Grid"]:
                 self._store(self.system, path[4], _value(payload), now)
             elif len(path) == 5 and path[0] == "grid" and path[2] == "Ac":
@@ -210,6 +218,7 @@ class MqttGrid:
         return {
             "power_w": r.power_w,
             "phases_w": r.phases,
+            "battery_w": r.battery_w,
             "age_s": r.age_s(),
             "source": self.s["source"],
             "protocol": "mqtt",

@@ -137,3 +137,34 @@ def test_a_charger_deaf_to_hex_is_cut_by_the_plug(tmp_path: Path) -> None:
             control = fw.status()["control"]
             assert control["safe"] and "does not answer HEX" in control["reason"]
             assert truth(sim)["charger"]["counters"]["nvm_writes"] == 0
+
+
+def test_never_charges_from_a_house_battery_under_ess(tmp_path: Path) -> None:
+    """ESS holds the grid at -100 W at night by discharging the house battery: that export
+    is no surplus. With the guard (default) the charger stays off; without it, it charges
+    flat out from the house battery, which is what the guard is for."""
+    for guard in (True, False):
+        world = make_world()
+        world.profile = profile(0, 300)
+        world.ess_setpoint_w = -100.0
+        with Background(world) as sim:
+            config = auto_config(sim)
+            config["control"]["house_battery_guard"] = guard
+            run_dir = tmp_path / str(guard)
+            run_dir.mkdir()
+            with Firmware(run_dir, sim.endpoints["charger"], config) as fw:
+                st = fw.wait_for(
+                    lambda s: s["charger"]["min_a"] is not None
+                    and s["grid"]["battery_w"] is not None,
+                    what="probed, house battery read",
+                )
+                if guard:
+                    wait(lambda: truth(sim)["charger"]["current_a"] < 0.1, 20, "off", fw)
+                    time.sleep(5)
+                    assert truth(sim)["charger"]["current_a"] < 0.1  # and stays off
+                    reason = fw.status()["control"]["reason"]
+                    assert "house battery" in reason and "no surplus" in reason, reason
+                else:
+                    wait(lambda: truth(sim)["charger"]["current_a"] > 8, 20, "from the house", fw)
+                assert truth(sim)["grid_total_w"] < -90  # ESS holds its setpoint either way
+                assert st["grid"]["battery_w"] < -300  # the house battery discharging

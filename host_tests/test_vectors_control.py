@@ -242,3 +242,24 @@ def test_a_charger_that_stays_silent_after_power_up_is_not_cycled():
         26000 + 300000, situation(link_up=False, powered_off=True, grid_w=-800, grid_seq=5)
     )
     assert d.charging is True  # five minutes later: one more try
+
+
+def test_a_discharging_house_battery_is_no_surplus():
+    # ESS exports 100 W at night from the house battery; the charger draws 6 A
+    ess = dict(grid_w=-100, battery_w=-900, current_a=6.0)
+    ctl = control.Controller(settings())
+    ctl.on, ctl.setpoint_a = True, 6.0
+    d = ctl.step(0, situation(**ess))
+    assert d.charging is False and "discharge is no surplus" in d.reason  # off at once
+    # the same without a house battery (or with the guard off): 100 W more to take
+    for sit, guard in ((dict(ess, battery_w=None), True), (ess, False)):
+        ctl = control.Controller(settings(house_battery_guard=guard))
+        ctl.on, ctl.setpoint_a = True, 6.0
+        d = ctl.step(20000, situation(**sit))
+        assert d.setpoint_a > 6.0 and "house battery" not in d.reason
+    # a battery idling at a few watts is not "discharging"; one that charges changes nothing
+    for battery in (-20, 500):
+        ctl = control.Controller(settings())
+        ctl.on, ctl.setpoint_a = True, 6.0
+        d = ctl.step(20000, situation(**dict(ess, battery_w=battery)))
+        assert d.setpoint_a > 6.0 and ctl.guarded_w == 0

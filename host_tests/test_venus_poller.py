@@ -399,3 +399,20 @@ def test_refused_and_timeout_on_the_unix_port(tmp_path: Path) -> None:
                     await mp.proc.wait()
 
     asyncio.run(test())
+
+
+def test_house_battery_power_is_read_with_the_grid() -> None:
+    """842 (battery power, + = charging): what the controller's house battery guard needs."""
+
+    async def test(regs: VenusRegisters, port: int) -> None:
+        regs.update(Reading(grid_w=(-100, 0, 0), house_battery_w=-412))
+        poller = venus.Poller(settings(port), log=lambda *_: None)
+        task = await start(poller)
+        try:
+            await until(lambda: poller.reading.seq > 0, 3, "a reading")
+            assert (poller.reading.power_w, poller.reading.battery_w) == (-100, -412)
+            assert poller.status()["battery_w"] == -412
+        finally:
+            await stop(poller, task)
+
+    with_venus(test)

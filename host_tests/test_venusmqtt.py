@@ -270,3 +270,18 @@ def test_undecodable_topic_never_raises() -> None:
     g.handle(b"N/\xff\xfe/system/0/Ac/Grid/L1/Power", val(100), 1000)
     g.update(1000)
     assert g.reading.seq == 0 and set(g.errors) <= {"protocol"}
+
+
+BATTERY = "N/%s/system/0/Dc/Battery/Power" % ID
+
+
+def test_house_battery_power_for_the_guard() -> None:
+    g = grid()
+    feed(g, 1000, (SYS % "L1", val(-100)), (BATTERY, val(-412.4)))
+    assert (g.reading.power_w, g.reading.battery_w) == (-100, -412)
+    for payload in (val(None), b""):  # invalid, or the battery's service has gone
+        feed(g, 2000, (BATTERY, payload))
+        assert g.reading.battery_w is None
+    feed(g, 3000, (BATTERY, val("lots")), (BATTERY, val(True)))
+    assert g.errors == {"protocol": 2} and g.reading.battery_w is None
+    assert g.reading.power_w == -100  # the grid reading is not touched by any of it

@@ -82,6 +82,13 @@ def make_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--no-ping", action="store_true", help="ping is answered :3 (unknown)")
     ap.add_argument(
+        "--ess",
+        type=float,
+        default=None,
+        metavar="W",
+        help="a house battery under ESS holding the grid at this setpoint (842 shows it)",
+    )
+    ap.add_argument(
         "--true-min", type=float, default=None, help="the minimum A it really applies"
     )
     ap.add_argument(
@@ -144,7 +151,9 @@ def build_world(args: argparse.Namespace) -> World:
     charger = VirtualIP22(options, battery, seed=args.seed)
     profile = load_profile(args.profile) if args.profile else SCENARIOS[args.scenario]
     venus = VenusRegisters(unknown_unit_code=args.unknown_unit_code)
-    world = World(charger, venus, profile, args.phases, args.charger_phase)
+    world = World(
+        charger, venus, profile, args.phases, args.charger_phase, ess_setpoint_w=args.ess
+    )
     for name, value in args.fault:
         apply_fault(world, name, value)
     return world

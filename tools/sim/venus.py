@@ -58,6 +58,7 @@ class Reading:
     battery_a: float = 0.0
     soc_percent: float = 0.0
     phases: int = 1
+    house_battery_w: float | None = None  # ESS's battery, shown as the system battery (842)
 
 
 class VenusRegisters:
@@ -110,6 +111,9 @@ class VenusRegisters:
         s[842] = int16(reading.battery_v * reading.battery_a)
         s[843] = uint16(reading.soc_percent)
         s[844] = 1 if reading.battery_a > 0.05 else (2 if reading.battery_a < -0.05 else 0)
+        if reading.house_battery_w is not None:
+            s[842] = int16(reading.house_battery_w)
+            s[844] = 1 if reading.house_battery_w > 5 else (2 if reading.house_battery_w < -5 else 0)
 
     def read(self, unit: int, address: int, count: int) -> list[int] | int:
         """Registers, or a Modbus exception code."""

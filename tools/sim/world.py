@@ -92,6 +92,8 @@ def load_profile(path: str | Path) -> Profile:
     return profile
 
 
+ESS_MAX_W = 3000.0  # what the ESS Multi can charge or discharge the house battery with
+
 class World:
     """Steps the household, the charger's physics and Venus's registers in simulated time."""
 
@@ -103,6 +105,7 @@ class World:
         phases: int = 1,
         charger_phase: int = 1,
         meter_noise_w: float = 2.0,
+        ess_setpoint_w: float | None = None,
     ) -> None:
         if phases not in (1, 3):
             raise ValueError("phases must be 1 or 3")
@@ -114,6 +117,9 @@ class World:
         self.phases = phases
         self.charger_phase = charger_phase
         self.meter_noise_w = meter_noise_w  # a real meter's reading wanders by a watt or two
+        # ESS: a Multi and a house battery that hold the grid at this setpoint (None: no ESS)
+        self.ess_setpoint_w = ess_setpoint_w
+        self.house_battery_w = 0.0  # + = charging, as Venus's 842
         self.rng = random.Random(7)
         self.now = 0.0
         self._next_venus = 0.0
@@ -129,6 +135,11 @@ class World:
         consumption[self.charger_phase - 1] += self.charger.ac_w
         noise = [self.rng.uniform(-1, 1) * self.meter_noise_w if k < n else 0.0 for k in range(3)]
         grid = tuple(consumption[k] - per_phase_pv[k] + noise[k] for k in range(3))
+        if self.ess_setpoint_w is not None:  # the Multi (on L1) takes up the difference
+            net = sum(grid)
+            battery = max(-ESS_MAX_W, min(ESS_MAX_W, self.ess_setpoint_w - net))
+            self.house_battery_w = battery
+            grid = (grid[0] + battery,) + grid[1:]
         self.grid_w = grid  # type: ignore[assignment]
         ph = self.charger.physics
         return Reading(
@@ -139,6 +150,7 @@ class World:
             battery_a=ph.current_a,
             soc_percent=ph.battery.soc * 100,
             phases=n,
+            house_battery_w=None if self.ess_setpoint_w is None else self.house_battery_w,
         )
 
     def step(self, now: float) -> None:
@@ -158,6 +170,7 @@ class World:
             "charger_ac_w": round(self.charger.ac_w, 1),
             "grid_w": [round(g) for g in self.grid_w[: self.phases]],
             "grid_total_w": round(sum(self.grid_w)),
+            "house_battery_w": round(self.house_battery_w),
             "charger": self.charger.status(self.now),
             "venus": {
                 "faults": self.venus.faults.__dict__,
