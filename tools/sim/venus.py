@@ -113,7 +113,8 @@ class VenusRegisters:
         s[844] = 1 if reading.battery_a > 0.05 else (2 if reading.battery_a < -0.05 else 0)
         if reading.house_battery_w is not None:
             s[842] = int16(reading.house_battery_w)
-            s[844] = 1 if reading.house_battery_w > 5 else (2 if reading.house_battery_w < -5 else 0)
+            w = reading.house_battery_w
+            s[844] = 1 if w > 5 else (2 if w < -5 else 0)
 
     def read(self, unit: int, address: int, count: int) -> list[int] | int:
         """Registers, or a Modbus exception code."""
