@@ -18,6 +18,8 @@ HEX_SILENT_PROBES = 2  # failed probes (30 s apart) before a charger counts as d
 LEARN_RETRY_MS = 300000  # an unknown charger powered up to be probed: not more often
 STARTUP_GRACE_MS = 20000  # after a power-up, the charger's first frames come within this
 HOUSE_IDLE_W = 30  # a house battery discharging less than this is idle (its own consumption)
+FROZEN_DRAW_W = 100  # the charger's draw moved this much ...
+FROZEN_AFTER_MS = 10000  # ... and the grid value stayed exactly the same this long: frozen
 SETTLED_MS = 8000  # after a change, the charger's current has followed (about 4 time constants)
 
 
@@ -71,6 +73,7 @@ class Controller:
         self.above_since = None  # surplus enough for the minimum since (ms)
         self.available_w = None
         self.guarded_w = 0  # house battery discharge left out of the surplus, W
+        self.same_grid = None  # (grid W, since ms, charger W then): see _frozen
         self.learn_tried_ms = None  # when we last powered an unknown charger up to probe it
         self.powered_on_ms = None  # when we switched the charger's mains on (it boots)
         self.retry_ms = None  # a charger that did not come up: no new power-up before this
@@ -146,6 +149,9 @@ class Controller:
             if sit.grid_error:
                 age += " (%s)" % sit.grid_error
             return self._safe(sit, age)
+        frozen = self._frozen(now, sit)
+        if frozen:
+            return self._safe(sit, frozen)
         if sit.grid_seq == self.last_seq and not self.decision.safe:
             return self.decision  # act on fresh meter readings only
         self.last_seq = sit.grid_seq
@@ -153,6 +159,21 @@ class Controller:
         if self.guarded_w:
             d.reason += "; the house battery's %d W discharge is no surplus" % self.guarded_w
         return d
+
+    def _frozen(self, now, sit):
+        """A grid value that stays exactly the same while the charger's draw moves is no
+        meter reading: Venus answers but has stopped updating (venus-notes: Timing). Caught
+        here in seconds, where the poller's `frozen_s` waits for a whole minute."""
+        draw = (sit.current_a or 0) * (sit.voltage_v or 0) if not sit.powered_off else 0
+        same = self.same_grid
+        if same is None or sit.grid_w != same[0]:
+            self.same_grid = (sit.grid_w, now, draw)
+            return None
+        moved = abs(draw - same[2])
+        if moved > FROZEN_DRAW_W and now - same[1] > FROZEN_AFTER_MS:
+            return "grid value %d W unchanged for %d s while the charger's draw moved %d W" % (
+                sit.grid_w, (now - same[1]) // 1000, moved)
+        return None
 
     def _track(self, now, sit):
         s = self.s

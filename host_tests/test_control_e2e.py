@@ -168,3 +168,23 @@ def test_never_charges_from_a_house_battery_under_ess(tmp_path: Path) -> None:
                     wait(lambda: truth(sim)["charger"]["current_a"] > 8, 20, "from the house", fw)
                 assert truth(sim)["grid_total_w"] < -90  # ESS holds its setpoint either way
                 assert st["grid"]["battery_w"] < -300  # the house battery discharging
+
+
+def test_frozen_venus_is_caught_when_the_charger_moves(tmp_path: Path) -> None:
+    """Venus answers but stopped updating just as the charger came on: the controller would
+    raise the current on a stale export for a minute (frozen_s); the charger's own draw moving
+    while the grid value stays exactly the same gives it away within seconds."""
+    world = make_world()
+    world.profile = profile(0, 300)
+    with Background(world) as sim, Firmware(
+        tmp_path, sim.endpoints["charger"], auto_config(sim)
+    ) as fw:
+        fw.wait_for(lambda s: s["control"]["charging"] is False, 20, what="off at night")
+        set_profile(sim, 1000, 300)
+        wait(lambda: fw.status()["control"]["charging"] is True, 20, "switched on", fw)
+        sim.call(lambda: setattr(sim.world.venus.faults, "frozen", True))
+        took = wait(lambda: fw.status()["control"]["safe"], 30, "the safe state", fw)
+        reason = fw.status()["control"]["reason"]
+        assert "unchanged" in reason and "charger's draw moved" in reason, reason
+        assert took < 25  # frozen_s (60 s) would have taken a minute
+        print("frozen Venus: safe after %.1f s" % took)

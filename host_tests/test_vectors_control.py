@@ -263,3 +263,22 @@ def test_a_discharging_house_battery_is_no_surplus():
         ctl.on, ctl.setpoint_a = True, 6.0
         d = ctl.step(20000, situation(**dict(ess, battery_w=battery)))
         assert d.setpoint_a > 6.0 and ctl.guarded_w == 0
+
+
+def test_a_grid_value_that_ignores_the_charger_is_frozen():
+    ctl = control.Controller(settings())
+    ctl.on, ctl.setpoint_a = True, 3.0
+    t, seq = 0, 1
+    for amps in (3.0, 5.0, 7.0, 9.0, 11.0, 12.0):  # the charger rises, the grid does not move
+        d = ctl.step(t, situation(grid_w=-500, grid_seq=seq, current_a=amps))
+        t, seq = t + 2500, seq + 1
+    assert d.safe and "unchanged for 12 s" in d.reason and d.charging is False
+    # the next reading that moves is a reading again
+    d = ctl.step(t, situation(grid_w=-490, grid_seq=seq, current_a=0.0, charging=False))
+    assert not d.safe
+    # the same value for long, with the charger steady, is a quiet house: not frozen
+    ctl = control.Controller(settings())
+    ctl.on, ctl.setpoint_a = True, 6.0
+    for k in range(10):
+        d = ctl.step(k * 2500, situation(grid_w=-3, grid_seq=k + 1, current_a=6.0))
+    assert not d.safe
