@@ -230,3 +230,27 @@ def test_a_switch_by_someone_else_is_seen_and_undone(monkeypatch: Any) -> None:
         assert sim.call(lambda: sim.world.charger.on) is False
 
     run_link(body, volatile="absent")
+
+
+@pytest.mark.parametrize(
+    "pid, rated, outputs", [(0xA320, 15, 1), (0xA325, 30, 3), (0xA332, 8, 1), (0xA337, 16, 3)]
+)
+@pytest.mark.parametrize("min_register", [True, False])
+def test_every_size_is_probed_with_its_own_range(
+    pid: int, rated: int, outputs: int, min_register: bool
+) -> None:
+    """12 and 24 V, 8 to 30 A, one and three outputs; 0xEDC8 or the 25 % rule."""
+
+    async def body(link: charger.Link, sim: Background, logs: list[str]) -> None:
+        s = link.state
+        assert (s.pid, s.rated_a, s.max_a, s.outputs) == (pid, rated, rated, outputs)
+        # 0xEDC8 holds tenths of an amp (the simulator's 15 A model says 3.7 A); without it
+        # 25 % of the rating, and 3.75 A goes out as 3.8 A: never below the minimum
+        minimum = (rated * 10 // 4) / 10 if min_register else rated / 4
+        assert s.min_a == minimum
+        assert await link.set_current(rated * 2) is True  # clamped to the rating
+        assert s.volatile_limit_a == rated
+        assert await link.set_current(0.5) is True  # and to the minimum
+        assert minimum <= s.volatile_limit_a < minimum + 0.1
+
+    run_link(body, model=pid, min_register=min_register)
