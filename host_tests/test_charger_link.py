@@ -254,3 +254,17 @@ def test_every_size_is_probed_with_its_own_range(
         assert minimum <= s.volatile_limit_a < minimum + 0.1
 
     run_link(body, model=pid, min_register=min_register)
+
+
+def test_a_charger_error_is_shown_by_name_and_clears() -> None:
+    async def body(link: charger.Link, sim: Background, logs: list[str]) -> None:
+        fault(sim, error=2)
+        await until(lambda: link.status()["error_code"] == 2, 5, "ERR 2")
+        st = link.status()
+        assert (st["error"], st["state"]) == ("battery voltage too high", "fault")
+        await until(lambda: link.state.current_a < 0.5, 15, "no output in a fault")
+        fault(sim, error=0)
+        await until(lambda: link.status()["error"] == "no error", 5, "cleared")
+        await until(lambda: link.state.current_a > 3, 15, "charging again")
+
+    run_link(body)

@@ -24,6 +24,7 @@ APP_VERSION = 0x4342  # type bits 01 (application), version 3.42, as MPPTs encod
 
 FLAG_OK = 0
 STAGE_OFF = 0
+STAGE_FAULT = 2
 
 
 @dataclass
@@ -68,6 +69,7 @@ class ChargerFaults:
     no_replies: bool = False  # HEX requests are ignored
     reply_delay_s: float = 0.0  # slow replies
     text_pause_s: float = 0.0  # older firmware: no text until this long after the last HEX frame
+    error: int = 0  # an ERR code (e.g. 2 battery voltage too high): CS 2 "fault", no output
 
 
 @dataclass
@@ -180,6 +182,8 @@ class VirtualIP22:
 
     @property
     def state_code(self) -> int:
+        if self.faults.error:
+            return STAGE_FAULT
         if not self.on:
             return STAGE_OFF
         return self.physics.stage
@@ -218,7 +222,7 @@ class VirtualIP22:
             0xED8F: ("sn16", round(ph.current_a * 10)),
             0xEDD5: ("un16", round(ph.voltage * 100)),
             0xEDD7: ("sn16", round(ph.current_a * 10)),
-            0xEDDA: ("un8", 0),
+            0xEDDA: ("un8", self.faults.error),
             0xEDDB: ("sn16", round(ph.battery.temperature_c * 10) * 10),
             0xEDDE: ("un8", self.outputs),
             0xEDDF: ("un16", self.rated_raw),
@@ -346,7 +350,7 @@ class VirtualIP22:
             (b"V", b"%d" % (round(ph.voltage * 100) * 10)),  # 10 mV steps
             (b"I", b"%d" % (round(ph.current_a * 10) * 100)),  # 100 mA steps, as observed
             (b"T", b"---"),
-            (b"ERR", b"0"),
+            (b"ERR", b"%d" % self.faults.error),
             (b"CS", b"%d" % self.state_code),
             (b"HC#", b"%d" % self.options.history_clear),
         ]
@@ -387,7 +391,7 @@ class VirtualIP22:
                 self._queue.append(self.text_block(t))
             self._queue.append(self._async(0x0120, t))
             self._queue.append(self._async(0xEE16, t))
-            changed = (0x0201, 0x0207, 0xED8D, 0xEDD5, 0xED8C, 0xED8F, 0xEDD7, 0xEDDB)
+            changed = (0x0201, 0x0207, 0xEDDA, 0xED8D, 0xEDD5, 0xED8C, 0xED8F, 0xEDD7, 0xEDDB)
             self._queue.extend(self._on_change(changed, t))
             self._next_block += 1.0
 
@@ -428,7 +432,7 @@ class VirtualIP22:
             self._next_async = self._next_block = now + 1.0
             self.boot_at = now
             return b""
-        self.physics.limit_a = self.effective_limit_raw(now) / 10
+        self.physics.limit_a = 0 if self.faults.error else self.effective_limit_raw(now) / 10
         self.physics.step(dt)
         self._generate(now)
         due = [r for r in self._replies if r[0] <= now]

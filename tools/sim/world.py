@@ -204,6 +204,13 @@ def parse_seconds(text: Any) -> float:
     return value
 
 
+def parse_error_code(text: Any) -> int:
+    value = int(text)
+    if not 0 <= value <= 255:
+        raise ValueError("an ERR code is 0..255, got %r" % (text,))
+    return value
+
+
 def parse_exception_code(text: Any) -> int:
     value = int(text)
     if value not in (0, 1, 2, 3, 4, 5, 6, 10, 11):
@@ -238,6 +245,12 @@ FAULT_TABLE: dict[str, tuple[str, str, str, Callable[[Any], Any]]] = {
         "charger",
         "reply_delay_s",
         parse_seconds,
+    ),
+    "charger.error": (
+        "an ERR code (2 = battery voltage too high, ...; 0 = none): CS fault, no output",
+        "charger",
+        "error",
+        parse_error_code,
     ),
     "charger.text_pause": (
         "seconds without text blocks after each HEX request (older firmware)",
