@@ -24,6 +24,12 @@ def auto_config(sim: Background, **extra: Any) -> dict[str, Any]:
     return config
 
 
+def shelly(sim: Background) -> dict[str, Any]:
+    """The plug section for the simulator's Shelly stand-in."""
+    host, port = sim.endpoints["plug"].rsplit(":", 1)
+    return {"type": "shelly", "host": host, "port": int(port)}
+
+
 def set_profile(sim: Background, pv: float, load: float) -> None:
     sim.call(lambda: setattr(sim.world, "profile", profile(pv, load)))
 
@@ -94,8 +100,7 @@ def test_smart_plug_is_the_off_switch(tmp_path: Path) -> None:
     world = make_world(volatile="absent", device_mode="absent")
     world.profile = profile(0, 300)
     with Background(world) as sim:
-        host, port = sim.endpoints["plug"].rsplit(":", 1)
-        config = auto_config(sim, plug={"type": "shelly", "host": host, "port": int(port)})
+        config = auto_config(sim, plug=shelly(sim))
         with Firmware(tmp_path, sim.endpoints["charger"], config) as fw:
             wait(lambda: not truth(sim)["charger"]["mains"], 25, "plug off at night", fw)
             st = fw.status()
@@ -112,8 +117,7 @@ def test_plug_when_the_charger_will_not_switch_off(tmp_path: Path) -> None:
     world = make_world(volatile_zero="reject", device_mode="absent")
     world.profile = profile(0, 300)
     with Background(world) as sim:
-        host, port = sim.endpoints["plug"].rsplit(":", 1)
-        config = auto_config(sim, plug={"type": "shelly", "host": host, "port": int(port)})
+        config = auto_config(sim, plug=shelly(sim))
         with Firmware(tmp_path, sim.endpoints["charger"], config) as fw:
             wait(lambda: not truth(sim)["charger"]["mains"], 30, "plug off at night", fw)
             assert "0x2015 = 0" in fw.read_log()
@@ -130,8 +134,7 @@ def test_a_charger_deaf_to_hex_is_cut_by_the_plug(tmp_path: Path) -> None:
     world.profile = profile(0, 300)
     world.charger.faults.no_replies = True
     with Background(world) as sim:
-        host, port = sim.endpoints["plug"].rsplit(":", 1)
-        config = auto_config(sim, plug={"type": "shelly", "host": host, "port": int(port)})
+        config = auto_config(sim, plug=shelly(sim))
         with Firmware(tmp_path, sim.endpoints["charger"], config) as fw:
             wait(lambda: not truth(sim)["charger"]["mains"], 60, "plug off", fw)
             control = fw.status()["control"]
