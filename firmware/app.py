@@ -24,7 +24,8 @@ WATCHDOG_MS = 60000  # longer than any blocking call (MQTT connect, DNS, flash w
 BEAT_STALE_MS = 30000  # a task that has not reported for this long is hung
 TASK_RESTART_S = 5
 RETRY_MS = 10000
-SWITCH_RETRY_MAX_MS = 600000  # a switch that keeps failing is tried again at most this rarely
+SWITCH_RETRY_MAX_MS = 600000  # a switch on that keeps failing is tried again this rarely
+SWITCH_OFF_RETRY_MAX_MS = 60000  # off is what failing safe needs: at least once a minute
 CONTROL_PERIOD_S = 0.25  # fresh grid values arrive about once a second: react within this
 NO_WATCHDOG_FLAG = "nowdt"
 HEALTHY_S = 60  # an update that has run this long (with the watchdog fed) is kept
@@ -103,6 +104,7 @@ class App:
             self.log("plug.type mqtt needs the broker in mqtt.host: the plug cannot switch")
         self.powered_off = False  # we cut the charger's mains with the plug
         self.applied = {"setpoint_a": None, "charging": None}
+        self.applied_generation = 0
         self.failed_set = None  # (setpoint, when) of the last set that did not go through
         self.failed_switch = None  # (on, when, wait ms): a failed switch backs off, doubling
         self.control_errors = 0
@@ -243,7 +245,8 @@ class App:
         sit.voltage_v, sit.current_a, sit.state_code = s.voltage_v, s.current_a, s.state
         sit.min_a, sit.max_a, sit.limit_a = s.min_a, s.max_a, s.limit_a
         sit.charging = s.charging if not self.powered_off else False
-        sit.can_switch_off = bool(s.volatile or s.device_mode or self.plug_ready())
+        zero_is_off = s.volatile and s.volatile_off is not False
+        sit.can_switch_off = bool(zero_is_off or s.device_mode or self.plug_ready())
         sit.stored_only = s.volatile is False
         sit.budget_full = link.budget.full(ticks_ms())
         return sit
@@ -273,6 +276,10 @@ class App:
         """Carry a decision to the charger (or the plug), only what changed."""
         if self.controller.s["mode"] == "off" and not d.safe:
             return
+        if self.link.generation != self.applied_generation:  # the charger may do otherwise
+            self.applied_generation = self.link.generation
+            self.applied = {"setpoint_a": None, "charging": None}
+            self.failed_switch = None
         if d.charging is not None and d.charging != self.applied["charging"]:
             await self._switch_with_backoff(d.charging)
         sp = d.setpoint_a
@@ -301,7 +308,8 @@ class App:
             self.failed_switch = None
             return
         wait = RETRY_MS if not failed or failed[0] != on else failed[2] * 2
-        self.failed_switch = (on, ticks_ms(), min(wait, SWITCH_RETRY_MAX_MS))
+        longest = SWITCH_RETRY_MAX_MS if on else SWITCH_OFF_RETRY_MAX_MS
+        self.failed_switch = (on, ticks_ms(), min(wait, longest))
 
     async def switch(self, on):
         """Charging on/off by the charger's own means, else (or when they fail) the plug."""
@@ -321,6 +329,8 @@ class App:
         ok = await self.plug.switch(on)
         if ok:
             self.powered_off = not on
+            if on:  # powered up to charge: the link must not switch it off again
+                self.link.desired_on = True
             self.log("plug switched %s" % ("on" if on else "off"))
         return ok
 

@@ -162,6 +162,10 @@ class Link:
         self._over_since = None  # since when the current exceeds a confirmed 0x2015
         self.learned_min_a = None  # a minimum above the probed one, learned from refusals
         self.echo = None  # (register, flags, value) of the last set's answer
+        self.sent = 0
+        # bumped when what the charger does may no longer be what was applied (the volatile
+        # path given up, someone else switched it): the app then applies its decision again
+        self.generation = 0
 
     # -- link state ----------------------------------------------------------------------
 
@@ -278,6 +282,7 @@ class Link:
         flags, raw) or None after the retries. `resend=False`: a request without an answer
         is not sent again (a stored set may have been carried out, its reply lost)."""
         async with self._lock:
+            self.sent = 0  # frames this request put on the wire (read right after it)
             port = self._port
             if port is None:
                 return None
@@ -291,6 +296,7 @@ class Link:
                 except OSError:
                     break
                 self.counters["commands"] += 1
+                self.sent += 1
                 try:
                     await asyncio.wait_for(self._got.wait(), REPLY_TIMEOUT_S)
                 except asyncio.TimeoutError:
@@ -318,12 +324,11 @@ class Link:
         """Set and check the echo (kept in `echo`). True: confirmed as asked; False: refused
         or another value confirmed; None: no answer. A stored set counts against the write
         budget each time it goes out, answered or not."""
-        sent = self.counters["commands"]
         reply = await self.request(
             vedirect.frame_set_raw(reg, raw), vedirect.SET, reg, resend=not stored
         )
         if stored:
-            for _ in range(self.counters["commands"] - sent):
+            for _ in range(self.sent):
                 self._count_stored_write()
         self.echo = None if reply is None else (reg, reply[2], reply[3])
         if reply is None:
@@ -436,7 +441,11 @@ class Link:
         s = self.state
         s.volatile = False
         s.volatile_limit_a = None
+        if s.volatile_off:  # "off" was 0x2015 = 0, which did not hold: not known now
+            s.charging = None
+        s.volatile_off = None
         self._over_since = None
+        self.generation += 1
 
     def _below_minimum(self, amps):
         """After a refused or changed set of a current: was it below the charger's real
@@ -451,7 +460,8 @@ class Link:
         value = vedirect.unpack("un16", echoed) if len(echoed) == 2 else None
         if not flags and value is not None and amps < value / 10 <= s.max_a:
             learned = value / 10  # clamped to its minimum, and told us which
-        elif flags == vedirect.FLAG_PARAMETER_ERROR and amps < s.max_a:
+        elif flags == vedirect.FLAG_PARAMETER_ERROR and amps < (s.rated_a or s.max_a) / 2:
+            # a minimum above half the rating is not plausible: a refusal up there is not one
             learned = min(s.max_a, max(amps, s.min_a) + MIN_STEP_A)
         else:
             return False
@@ -483,8 +493,8 @@ class Link:
             # refused, or clamped to its minimum: 0 is not "off" on this charger
             self.log("charger does not take 0x2015 = 0 as off")
             s.volatile_off = False
-            if self.desired_current is not None:
-                await self._set_volatile(self.desired_current)
+            if s.min_a is not None and not s.device_mode:
+                await self._set_volatile(s.min_a)  # the least it will do, until switched
         if s.device_mode:
             return await self._set_mode(on)
         if on:
@@ -536,8 +546,10 @@ class Link:
         if not ok:  # refused, changed or unanswered (then perhaps carried out): read it back
             if ok is False:
                 self._below_minimum(amps)
-            s.stored_limit_a = await self._get_scaled(ip22.CHARGE_CURRENT_LIMIT)
-            if s.stored_limit_a is not None and abs(s.stored_limit_a - amps) < 0.05:
+            stored = await self._get_scaled(ip22.CHARGE_CURRENT_LIMIT)
+            if stored is not None:  # else keep what was known: a decrease stays a decrease
+                s.stored_limit_a = stored
+            if stored is not None and abs(stored - amps) < 0.05:
                 self.last_skip = None
                 return True
             return False
@@ -551,12 +563,20 @@ class Link:
 
     async def keep_volatile(self):
         """Refresh the volatile limit well inside the charger's 60 s timeout."""
+        s = self.state
         sent = self._volatile_sent_ms
-        if not self.state.volatile or sent is None or self.desired_current is None:
+        if not s.volatile or sent is None:
             return
         if ticks_diff(ticks_ms(), sent) >= self.settings["volatile_refresh_s"] * 1000:
-            on = self.desired_on is not False or self.state.volatile_off is False
-            await self._set_volatile(self.desired_current if on else 0)
+            amps = self.desired_current
+            if self.desired_on is False and s.volatile_off is not False:
+                amps = 0
+            elif self.desired_on is False and not s.device_mode:
+                amps = s.min_a  # it cannot be switched off: the least it will do
+            if amps is None:
+                amps = s.volatile_limit_a  # what was last confirmed, e.g. an early "off"
+            if amps is not None:
+                await self._set_volatile(amps)
 
     async def reread(self):
         """Read back what someone else may have changed: on/off and the stored limit."""
@@ -566,7 +586,13 @@ class Link:
         self._reread_ms = now
         s = self.state
         if s.device_mode and not (s.volatile and s.volatile_off):
+            before = s.charging
             await self._read_mode()
+            wanted = self.desired_on
+            if s.charging is not None and wanted is not None and s.charging != wanted:
+                if before == wanted:
+                    self.log("charger switched %s by someone else" % _on_off(s.charging))
+                self.generation += 1
         stored = await self._get_scaled(ip22.CHARGE_CURRENT_LIMIT)
         if stored is not None:
             s.stored_limit_a = stored
@@ -723,6 +749,10 @@ class Link:
             "read_only": self.read_only,
             "counters": counters,
         }
+
+
+def _on_off(flag):
+    return "on" if flag else "off"
 
 
 def _yes(flag):

@@ -16,6 +16,7 @@ AUTO = "auto"
 ABSORPTION_AND_AFTER = (4, 5, 6, 7, 244, 246, 247)  # CS codes: the battery sets the pace
 HEX_SILENT_PROBES = 2  # failed probes (30 s apart) before a charger counts as deaf to HEX
 LEARN_RETRY_MS = 300000  # an unknown charger powered up to be probed: not more often
+LEARN_RETRY_MAX_MS = 3600000  # ... doubling up to this for one that talks but is deaf to HEX
 STARTUP_GRACE_MS = 20000  # after a power-up, the charger's first frames come within this
 HOUSE_IDLE_W = 30  # a house battery discharging less than this is idle (its own consumption)
 FROZEN_DRAW_W = 100  # the charger's draw moved this much ...
@@ -74,6 +75,9 @@ class Controller:
         self.available_w = None
         self.guarded_w = 0  # house battery discharge left out of the surplus, W
         self.same_grid = None  # (grid W, since ms, charger W then): see _frozen
+        self.frozen = None  # why the grid value is taken as frozen, until it moves
+        self.learn_wait_ms = LEARN_RETRY_MS
+        self.deaf = False  # cut because it does not answer HEX, since the last learn attempt
         self.learn_tried_ms = None  # when we last powered an unknown charger up to probe it
         self.powered_on_ms = None  # when we switched the charger's mains on (it boots)
         self.retry_ms = None  # a charger that did not come up: no new power-up before this
@@ -122,17 +126,26 @@ class Controller:
         if sit.min_a is None:  # the charger is not known yet
             if sit.powered_off:
                 tried = self.learn_tried_ms
-                if tried is None or now - tried >= LEARN_RETRY_MS:
+                if tried is None or now - tried >= self.learn_wait_ms:
                     self.learn_tried_ms = now
+                    self.powered_on_ms = now  # booting: no link is expected for a while
+                    self.deaf = False
                     return Decision(None, True, "switching the charger on to learn what it is")
                 return Decision(None, None, "the charger did not answer after power-up")
             if sit.link_up and sit.failed_probes >= HEX_SILENT_PROBES and sit.can_switch_off:
                 # it charges at its own setting, grid or not, and cannot be told otherwise
                 self.on = False
+                if not self.deaf:  # once per power-up: learn again later, then rarer
+                    self.deaf = True
+                    if self.learn_tried_ms is not None:
+                        self.learn_wait_ms = min(self.learn_wait_ms * 2, LEARN_RETRY_MAX_MS)
+                    self.learn_tried_ms = now
                 why = "safe: the charger does not answer HEX requests; charging off"
                 return Decision(None, False, why, True)
             if sit.link_up or not sit.link_seen:
                 return Decision(None, None, "waiting for the charger")
+        if sit.min_a is not None:
+            self.learn_wait_ms = LEARN_RETRY_MS  # known: a later unknown one starts afresh
         if not sit.link_up and not sit.powered_off:
             if self.powered_on_ms is not None and now - self.powered_on_ms < STARTUP_GRACE_MS:
                 return Decision(None, None, "the charger is starting up")
@@ -168,12 +181,14 @@ class Controller:
         same = self.same_grid
         if same is None or sit.grid_w != same[0]:
             self.same_grid = (sit.grid_w, now, draw)
+            self.frozen = None
             return None
         moved = abs(draw - same[2])
-        if moved > FROZEN_DRAW_W and now - same[1] > FROZEN_AFTER_MS:
-            return "grid value %d W unchanged for %d s while the charger's draw moved %d W" % (
-                sit.grid_w, (now - same[1]) // 1000, moved)
-        return None
+        if not self.frozen and moved > FROZEN_DRAW_W and now - same[1] > FROZEN_AFTER_MS:
+            # latched until the value moves: the draw falling back proves nothing
+            self.frozen = "grid value %d W unchanged while the charger's draw moved %d W" % (
+                sit.grid_w, moved)
+        return self.frozen
 
     def _track(self, now, sit):
         s = self.s

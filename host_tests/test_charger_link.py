@@ -9,6 +9,7 @@ import asyncio
 from typing import Any, Awaitable, Callable
 
 import pytest
+from tools.sim import charger as sim_charger
 from tools.sim.charger import ChargerOptions, VirtualIP22
 from tools.sim.physics import Battery
 from tools.sim.serve import Background
@@ -109,12 +110,9 @@ def test_every_stored_write_that_went_out_is_counted(delay: float | None) -> Non
             assert sent <= n + 1  # an unanswered stored set is not sent again
             assert link.stored_writes - before_fw == sent
         fault(sim, no_replies=False, reply_delay_s=0.0)
-        if delay is None:
-            # the value in force is unknown now: further writes are spaced as increases
-            assert sent == 1 and "next increase" in link.last_skip
-        else:
-            assert sent == 3  # the read-back found each value in force
-            assert link.state.stored_limit_a == 5.0
+        assert sent == 3  # a decrease stays a decrease: each went out once
+        # late replies: the read-back found each value in force; lost ones: the last known
+        assert link.state.stored_limit_a == (12.0 if delay is None else 5.0)
         assert link.budget.used_24h(charger.ticks_ms()) == sent
 
     run_link(body, volatile="absent")
@@ -159,9 +157,13 @@ def test_zero_that_is_not_off_and_no_device_mode_says_so() -> None:
     """The app then uses the plug, or reports that the charger cannot be switched off."""
 
     async def body(link: charger.Link, sim: Background, logs: list[str]) -> None:
+        assert await link.set_current(9.0) is True
         assert await link.set_charging(False) is False
         assert "cannot be switched off" in link.last_skip
         assert sim.call(lambda: sim.world.charger.on) is True
+        # not back to 9 A either: the least it will do, kept up by the refresh
+        assert sim.call(lambda: sim.world.charger.link.limit) == 30
+        assert link.state.volatile_off is False
 
     run_link(body, volatile_zero="reject", device_mode="absent")
 
@@ -224,8 +226,12 @@ def test_a_switch_by_someone_else_is_seen_and_undone(monkeypatch: Any) -> None:
             sim.world.charger.on = True
             sim.world.charger.physics.set_enabled(True)
 
+        generation = link.generation
         sim.call(switch_on)
         await until(lambda: link.state.charging is True, 5, "seen on")
+        # the app applies its decision again when the generation moves
+        assert link.generation > generation
+        assert any("switched on by someone else" in line for line in logs), logs
         assert await link.set_charging(False) is True
         assert sim.call(lambda: sim.world.charger.on) is False
 
@@ -268,3 +274,31 @@ def test_a_charger_error_is_shown_by_name_and_clears() -> None:
         await until(lambda: link.state.current_a > 3, 15, "charging again")
 
     run_link(body)
+
+
+def test_an_off_before_any_current_is_kept_up(monkeypatch: Any) -> None:
+    """A night start: 0x2015 = 0 is the first thing sent. The charger forgets it after its
+    link timeout (60 s; 6 s here) unless it is refreshed like any limit."""
+    monkeypatch.setattr(sim_charger, "LINK_TIMEOUT_S", 6.0)
+
+    async def body(link: charger.Link, sim: Background, logs: list[str]) -> None:
+        assert link.desired_current is None
+        assert await link.set_charging(False) is True
+        await asyncio.sleep(15)
+        assert sim.call(lambda: sim.world.charger.link.active_limit(sim.world.now)) == 0
+        assert link.state.current_a < 0.5
+
+    run_link(body, {"volatile_refresh_s": 5})
+
+
+def test_an_ignored_off_is_done_the_other_way(monkeypatch: Any) -> None:
+    """0x2015 = 0 confirmed and ignored: once the link gives 0x2015 up, off is 0x0200."""
+    monkeypatch.setattr(charger, "IGNORED_MS", 3000)
+
+    async def body(link: charger.Link, sim: Background, logs: list[str]) -> None:
+        assert await link.set_charging(False) is True
+        await until(lambda: link.state.volatile is False, 15, "volatile given up")
+        await until(lambda: not sim.call(lambda: sim.world.charger.on), 5, "0x0200 = 4")
+        assert link.state.charging is False
+
+    run_link(body, volatile="ignored")

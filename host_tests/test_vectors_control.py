@@ -272,7 +272,13 @@ def test_a_grid_value_that_ignores_the_charger_is_frozen():
     for amps in (3.0, 5.0, 7.0, 9.0, 11.0, 12.0):  # the charger rises, the grid does not move
         d = ctl.step(t, situation(grid_w=-500, grid_seq=seq, current_a=amps))
         t, seq = t + 2500, seq + 1
-    assert d.safe and "unchanged for 12 s" in d.reason and d.charging is False
+    assert d.safe and "unchanged while the charger's draw moved" in d.reason
+    assert d.charging is False
+    # switched off, the draw is back where it was: still the same value, still frozen
+    for k in range(4):
+        d = ctl.step(t + k * 1000, situation(grid_w=-500, grid_seq=seq + k, current_a=3.0))
+        assert d.safe and d.charging is False, d.reason
+    seq += 4
     # the next reading that moves is a reading again
     d = ctl.step(t, situation(grid_w=-490, grid_seq=seq, current_a=0.0, charging=False))
     assert not d.safe
@@ -282,3 +288,27 @@ def test_a_grid_value_that_ignores_the_charger_is_frozen():
     for k in range(10):
         d = ctl.step(k * 2500, situation(grid_w=-3, grid_seq=k + 1, current_a=6.0))
     assert not d.safe
+
+
+def test_a_deaf_charger_behind_a_plug_is_tried_again_ever_more_rarely():
+    ctl = control.Controller(settings())
+    deaf = dict(min_a=None, failed_probes=control.HEX_SILENT_PROBES)
+    unpowered = dict(min_a=None, link_up=False, powered_off=True)
+    t = 0
+    d = ctl.step(t, situation(**unpowered))
+    waits = []
+    for _ in range(4):
+        assert d.charging is True and "learn" in d.reason  # powered up at t
+        d = ctl.step(t + 5000, situation(min_a=None, link_up=False, link_seen=True))
+        assert d.charging is None and "starting up" in d.reason  # booting: not cut at once
+        cut = t + 45000  # two failed probes later
+        for k in range(2):  # the plug switches a moment later: decided once, not doubled twice
+            d = ctl.step(cut + k * 250, situation(**deaf))
+            assert d.charging is False and d.safe
+        t = cut + 1000
+        d = ctl.step(t, situation(**unpowered))
+        while d.charging is None:
+            t += 10000
+            d = ctl.step(t, situation(**unpowered))
+        waits.append((t - cut) // 60000)
+    assert waits == [10, 20, 40, 60]  # minutes: 5 doubled per deaf power-up, at most an hour
