@@ -191,7 +191,7 @@ def test_frozen_venus_is_caught_when_the_charger_moves(tmp_path: Path) -> None:
         assert "unchanged" in reason and "charger's draw moved" in reason, reason
         assert took < 25  # frozen_s (60 s) would have taken a minute
         print("frozen Venus: safe after %.1f s" % took)
-        for _ in range(10):  # and it stays so while the value does not move (no on-off cycling)
+        for _ in range(6):  # and it stays so while the value does not move (no on-off cycling)
             time.sleep(1)
             assert fw.status()["control"]["safe"]
         assert truth(sim)["charger"]["current_a"] < 0.5
