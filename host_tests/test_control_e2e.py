@@ -194,4 +194,5 @@ def test_frozen_venus_is_caught_when_the_charger_moves(tmp_path: Path) -> None:
         for _ in range(6):  # and it stays so while the value does not move (no on-off cycling)
             time.sleep(1)
             assert fw.status()["control"]["safe"]
-        assert truth(sim)["charger"]["current_a"] < 0.5
+        wait(lambda: truth(sim)["charger"]["current_a"] < 0.5, 10, "the charger off", fw)
+        assert fw.status()["control"]["safe"]
