@@ -131,7 +131,10 @@ class Controller:
                     self.powered_on_ms = now  # booting: no link is expected for a while
                     self.deaf = False
                     return Decision(None, True, "switching the charger on to learn what it is")
-                return Decision(None, None, "the charger did not answer after power-up")
+                why = "does not answer HEX requests" if self.deaf else "did not answer"
+                left = (self.learn_wait_ms - (now - tried)) // 1000
+                why = "the charger %s: powered up again in %d s" % (why, left)
+                return Decision(None, None, why)
             if sit.link_up and sit.failed_probes >= HEX_SILENT_PROBES and sit.can_switch_off:
                 # it charges at its own setting, grid or not, and cannot be told otherwise
                 self.on = False
