@@ -546,9 +546,7 @@ class Link:
         if not ok:  # refused, changed or unanswered (then perhaps carried out): read it back
             if ok is False:
                 self._below_minimum(amps)
-            stored = await self._get_scaled(ip22.CHARGE_CURRENT_LIMIT)
-            if stored is not None:  # else keep what was known: a decrease stays a decrease
-                s.stored_limit_a = stored
+            stored = await self._read_stored()
             if stored is not None and abs(stored - amps) < 0.05:
                 self.last_skip = None
                 return True
@@ -591,11 +589,18 @@ class Link:
             wanted = self.desired_on
             if s.charging is not None and wanted is not None and s.charging != wanted:
                 if before == wanted:
-                    self.log("charger switched %s by someone else" % _on_off(s.charging))
+                    switched = "on" if s.charging else "off"
+                    self.log("charger switched %s by someone else" % switched)
                 self.generation += 1
+        await self._read_stored()
+
+    async def _read_stored(self):
+        """0xEDF0 as the charger has it now; without an answer the last known value stays
+        (a decrease asked for next then stays a decrease for the write budget)."""
         stored = await self._get_scaled(ip22.CHARGE_CURRENT_LIMIT)
         if stored is not None:
-            s.stored_limit_a = stored
+            self.state.stored_limit_a = stored
+        return stored
 
     async def check_volatile(self):
         """A charger that confirms 0x2015 and then ignores it: more current than the limit
@@ -749,10 +754,6 @@ class Link:
             "read_only": self.read_only,
             "counters": counters,
         }
-
-
-def _on_off(flag):
-    return "on" if flag else "off"
 
 
 def _yes(flag):

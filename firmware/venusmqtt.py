@@ -136,11 +136,7 @@ class MqttGrid:
             elif path[-1] != "Power":
                 return
             elif path == ["system", "0", "Dc", "Battery", "Power"]:
-                value = _value(payload) if payload else None
-                if value is not None and (
-                    isinstance(value, bool) or not isinstance(value, (int, float))
-                ):
-                    raise ValueError("not a number: %r" % (value,))
+                value = _number(_value(payload)) if payload else None
                 self.reading.battery_w = None if value is None else int(round(value))
             elif len(path) == 6 and path[:4] == ["system", "0", "Ac", "Grid"]:
                 self._store(self.system, path[4], _value(payload), now)
@@ -164,10 +160,7 @@ class MqttGrid:
     def _store(self, phases, name, value, now):
         if name not in PHASES:
             return
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ValueError("not a number: %r" % (value,))
-        if value is not None and (value != value or value in (INF, -INF)):
-            raise ValueError("not a finite number: %r" % (value,))
+        value = _number(value)
         i = PHASES.index(name)
         if value is not None:
             self.numbered |= 1 << (i + (3 if phases is self.meter else 0))
@@ -240,6 +233,15 @@ def _is_portal_id(value):
     if not isinstance(value, str) or not 0 < len(value) <= 32:
         return False
     return all(c.isdigit() or "a" <= c.lower() <= "z" for c in value)
+
+
+def _number(value):
+    """A finite number or None (null); anything else is a protocol error."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValueError("not a number: %r" % (value,))
+    if value is not None and (value != value or value in (INF, -INF)):
+        raise ValueError("not a finite number: %r" % (value,))
+    return value
 
 
 def _value(payload):
