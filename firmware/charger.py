@@ -641,7 +641,7 @@ class Link:
                 port = None
             if port is not None:
                 self._port = port
-                manager = asyncio.create_task(self._manage(beat))
+                manager = asyncio.create_task(self._manage(beat, port))
                 try:
                     await self.read_loop(port)
                 except OSError as err:
@@ -658,10 +658,12 @@ class Link:
                 await asyncio.sleep(1)
             delay = min(delay * 2, 30)
 
-    async def _manage(self, beat):
-        """Probe and keep the volatile limit alive while the port is open. An error (a full
-        heap too) costs one round, never the manager: the reader would go on without it."""
-        while True:
+    async def _manage(self, beat, port):
+        """Probe and keep the volatile limit alive while `port` is open. An error (a full
+        heap too) costs one round, never the manager: the reader would go on without it.
+        It ends by itself when the port goes: a cancel can be lost (CPython 3.11's wait_for
+        swallows one that meets a reply), and a second manager would run beside the next."""
+        while self._port is port:
             beat()
             try:
                 if self.connected():

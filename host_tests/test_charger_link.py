@@ -9,6 +9,7 @@ import asyncio
 from typing import Any, Awaitable, Callable
 
 import pytest
+from aio import cancel
 from tools.sim import charger as sim_charger
 from tools.sim.charger import ChargerOptions, VirtualIP22
 from tools.sim.physics import Battery
@@ -73,7 +74,7 @@ def run_link(body: Body, charger_settings: dict[str, Any] | None = None, **optio
             await until(lambda: link.state.probed, 15, "probed\n" + "\n".join(logs))
             await body(link, sim, logs)
         finally:
-            task.cancel()
+            await cancel(task)
 
     with Background(world) as sim:
         asyncio.run(main(sim))
@@ -302,3 +303,24 @@ def test_an_ignored_off_is_done_the_other_way(monkeypatch: Any) -> None:
         assert link.state.charging is False
 
     run_link(body, volatile="ignored")
+
+
+def test_the_manager_ends_with_its_port_even_if_a_cancel_is_lost() -> None:
+    """CPython 3.11's wait_for swallows a cancel that meets a reply: the manager must not
+    outlive its port, or two would talk to the charger after a reconnect."""
+
+    async def main() -> None:
+        async def no_port() -> SocketPort:
+            raise OSError("unused")
+
+        link = charger.Link(no_port, config.defaults()["charger"], log=lambda line: None)
+        port = object()
+        link._port = port
+        manager = asyncio.create_task(link._manage(lambda: None, port))
+        await asyncio.sleep(0.2)
+        assert not manager.done()
+        link._port = None  # the port went; no cancel reaches the manager
+        await asyncio.wait([manager], timeout=3)
+        assert manager.done()
+
+    asyncio.run(main())

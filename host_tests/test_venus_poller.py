@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable, Iterator
 import config
 import pytest
 import venus
+from aio import cancel
 from conftest import FIRMWARE, need_tool
 from tools.ports import free_port
 from tools.sim.venus import Reading, VenusRegisters, VenusServer
@@ -52,7 +53,7 @@ def run_poller(
         try:
             await test(poller)
         finally:
-            task.cancel()
+            await cancel(task)
             poller.reconnect()
 
     asyncio.run(main())
@@ -79,11 +80,7 @@ async def start(poller: venus.Poller) -> asyncio.Task[None]:
 
 
 async def stop(poller: venus.Poller, task: asyncio.Task[None]) -> None:
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    await cancel(task)
     poller.reconnect()
 
 
