@@ -12,7 +12,7 @@ import asyncio
 import cold
 import ip22
 import vedirect
-from ticks import ticks_diff, ticks_ms, ticks_us
+from ticks import ticks_diff, ticks_ms, ticks_us, us_diff
 
 REPLY_TIMEOUT_S = 1.0
 RETRIES = 2  # tries after the first, for a request without an answer
@@ -156,6 +156,7 @@ class Link:
         self._volatile_sent_ms = None
         self._hex_v_ms = None
         self._hex_i_ms = None
+        self._outputs_in_text = False  # I2/I3 seen: a triple-output model
         self._probe_failed_ms = None
         self.probe_failures = 0  # in a row: a charger that never answers HEX cannot be steered
         self._reread_ms = None
@@ -188,17 +189,20 @@ class Link:
             if not n:
                 raise OSError("charger stream closed")
             start = ticks_us()
-            now = ticks_ms()
-            for ev in self.parser.feed(buf, now, n):
-                if ev.ok:
-                    if not self.connected(now):  # (back) after silence, e.g. mains restored
-                        self.probe_failures = 0
-                    self.state.last_frame_ms = now
-                    if ev.kind == "text":
-                        self._on_text(ev, now)
-                    else:
-                        self._on_hex(ev, now)
-            self.busy_us += ticks_diff(ticks_us(), start)
+            self.take(buf, n, ticks_ms())
+            self.busy_us += us_diff(ticks_us(), start)
+
+    def take(self, data, n, now):
+        """The first `n` bytes read from the charger at `now`."""
+        for ev in self.parser.feed(data, now, n):
+            if ev.ok:
+                if not self.connected(now):  # (back) after silence, e.g. mains restored
+                    self.probe_failures = 0
+                self.state.last_frame_ms = now
+                if ev.kind == "text":
+                    self._on_text(ev, now)
+                else:
+                    self._on_hex(ev, now)
 
     def _on_text(self, block, now):
         s = self.state
@@ -210,16 +214,22 @@ class Link:
             s.firmware = block.get("FWE")
         if s.serial is None:
             s.serial = block.get("SER#")
-        if not self._fresh(self._hex_v_ms, now):
-            v = block.number("V")
-            s.voltage_v = None if v is None else v / 1000
-        if not self._fresh(self._hex_i_ms, now):
-            i = block.number("I")
-            s.current_a = None if i is None else i / 1000
+        # a label that is absent keeps its value: a block's tail can pass its checksum
+        v = block.number("V")
+        if v is not None and not self._fresh(self._hex_v_ms, now):
+            s.voltage_v = v / 1000
+        i = block.number("I")
+        if i is not None:
+            # triple-output models add I2 and I3; the HEX current is output 1 only
+            more = block.number("I2", 0) + block.number("I3", 0)
+            self._outputs_in_text = more != 0 or self._outputs_in_text
+            if self._outputs_in_text or not self._fresh(self._hex_i_ms, now):
+                s.current_a = (i + more) / 1000
         s.state = block.number("CS", s.state)
         s.error = block.number("ERR", s.error)
-        t = block.number("T")
-        s.temperature_c = t  # "---" (no sensor) reads None
+        t = block.get("T")
+        if t is not None:
+            s.temperature_c = block.number("T")  # "---" (no sensor) reads None
 
     def _fresh(self, at, now):
         return at is not None and ticks_diff(now, at) < HEX_FRESH_MS
@@ -245,10 +255,12 @@ class Link:
             return
         s = self.state
         if reg == 0xED8D or reg == 0xEDD5:
-            v = frame.unpack_sized(True)
+            v = frame.unpack_sized(reg == 0xED8D)  # sn16 and un16: 0xFFFF is n/a in 0xEDD5
             if v is not None:
                 s.voltage_v = v / 100
                 self._hex_v_ms = now
+        elif self._outputs_in_text:
+            return  # the current is the text block's sum of the outputs
         elif reg == 0xED8C:
             i = frame.unpack_sized(True)
             if i is not None:
@@ -381,8 +393,7 @@ class Link:
             s.volatile = False
         s.device_mode = await self._answers(ip22.DEVICE_MODE)
         if s.device_mode:
-            mode = await self._get_scaled(ip22.DEVICE_MODE)
-            s.charging = mode != 4
+            await self._read_mode()
         s.probed = True
         self.log(
             "charger %s: %s..%s A, volatile limit %s, on/off %s"
@@ -409,8 +420,8 @@ class Link:
 
     def clamp(self, amps):
         s = self.state
-        if s.min_a is None or s.max_a is None:
-            return None
+        if s.min_a is None or not s.max_a:
+            return None  # no range known (never a limit of 0 A)
         return min(max(amps, s.min_a), s.max_a)
 
     async def set_current(self, amps):
@@ -519,8 +530,10 @@ class Link:
         return ok
 
     async def _read_mode(self):
+        """On (1, or 2/3 on other chargers), off (4; 0 on MPPTs) or unknown (no answer,
+        0xFC standby, 0xFF n/a): unknown is never taken for on."""
         mode = await self._get_scaled(ip22.DEVICE_MODE)
-        self.state.charging = None if mode is None else mode != 4
+        self.state.charging = None if mode not in (0, 1, 2, 3, 4) else mode in (1, 2, 3)
 
     async def _set_volatile(self, amps):
         """0x200E (external control) then 0x2015; True, False (refused) or None (no answer)."""

@@ -134,8 +134,9 @@ def model_name(pid):
 
 
 def rated_current(pid, reported_a=None):
-    """The charger's own 0xEDDF when it reports it, else the PID table's rating, else None."""
-    if reported_a is not None:
+    """The charger's own 0xEDDF when it reports a positive value, else the PID table's
+    rating, else None (0 A would make every limit 0)."""
+    if reported_a is not None and reported_a > 0:
         return reported_a
     known = PRODUCTS.get(pid) if pid is not None else None
     return float(known[2]) if known else None

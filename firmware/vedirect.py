@@ -137,8 +137,9 @@ class TextBlock:
         raw = bytes(self.buf[: self.size])
         end = raw.rfind(b"\r\nChecksum\t")
         for line in raw[2:end].split(b"\r\n"):
-            label, value = line.split(b"\t", 1)
-            out.append((label.decode(), value.decode()))
+            if b"\t" in line:  # a block of only "Checksum" has none
+                label, value = line.split(b"\t", 1)
+                out.append((label.decode(), value.decode()))
         return out
 
     def _find(self, label):

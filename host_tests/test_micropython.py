@@ -12,6 +12,8 @@ from tools.build import stage_libs
 VECTOR_MODULES = [
     "test_vectors_vedirect",
     "test_vectors_ip22",
+    "test_vectors_ticks",
+    "test_vectors_link",
     "test_vectors_config",
     "test_vectors_control",
     "test_vectors_trend",

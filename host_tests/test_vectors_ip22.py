@@ -114,6 +114,8 @@ def test_rating_and_model_name():
     assert ip22text.rated_current(0xA334) == 12.0
     assert ip22text.rated_current(0xA334, 11.5) == 11.5  # the charger's own 0xEDDF wins
     assert ip22text.rated_current(0xA389) is None and ip22text.rated_current(None) is None
+    assert ip22text.rated_current(0xA334, 0.0) == 12.0  # 0 A reported: the table's rating
+    assert ip22text.rated_current(0xA389, 0.0) is None
     assert ip22text.model_name(0xA332) == "Blue Smart IP22 24/8 (1)"
     assert ip22text.model_name(0xA389) == "PID 0xA389"
 
