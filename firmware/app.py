@@ -458,7 +458,10 @@ class App:
         if not isinstance(patch, dict):
             return ["config: must be a JSON object"], []
         configuration = cold.load("config")  # with the schema: only while settings change
-        values = configuration.merged(self.config.values, patch)
+        base = self.config.values
+        if self.config.safe_mode:
+            base = configuration.restored(self.config_path, base)
+        values = configuration.merged(base, patch)
         clean, errors = configuration.validate(values)
         if errors:
             return errors, []
@@ -492,6 +495,7 @@ class App:
             return True
         if section == "charger":
             self.link.settings.update(new)
+            self.link.settings_changed(old)
             b = self.link.budget
             b.deadband = new["stored_deadband_a"]
             b.min_interval_ms = new["stored_min_interval_s"] * 1000

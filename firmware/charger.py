@@ -386,8 +386,7 @@ class Link:
             s.min_a = ip22.min_current(s.rated_a, reported_min)
             if self.learned_min_a is not None:
                 s.min_a = max(s.min_a, self.learned_min_a)
-            cap = self.settings["max_current_a"]
-            s.max_a = min(cap, s.rated_a) if cap > 0 else s.rated_a
+            s.max_a = self._max_a()
         s.volatile = await self._answers(ip22.LINK_CHARGE_CURRENT_LIMIT)
         if self.settings["volatile"] == "never":
             s.volatile = False
@@ -447,6 +446,24 @@ class Link:
             self.log("volatile limit refused: using the stored limit 0xEDF0 from now on")
             self._leave_volatile()
         return await self._set_stored(amps)
+
+    def _max_a(self):
+        cap = self.settings["max_current_a"]
+        rated = self.state.rated_a
+        return min(cap, rated) if cap > 0 else rated
+
+    def settings_changed(self, old):
+        """The charger section changed (API, MQTT): the user's maximum and the volatile
+        choice in force at once, not at the next probe. A lower maximum is a battery's limit."""
+        s = self.state
+        if s.rated_a is not None:
+            s.max_a = self._max_a()
+        volatile = self.settings["volatile"]
+        if volatile == "never" and s.volatile:
+            self._leave_volatile()
+        elif old["volatile"] == "never" and volatile != "never":
+            s.probed = False  # whether 0x2015 works is found out by probing again
+        self.generation += 1  # the app applies its decision again, within the new range
 
     def _leave_volatile(self):
         s = self.state

@@ -36,10 +36,10 @@ def _check(spec, value):
         return None
     if kind == "bool":
         return None if isinstance(value, bool) else "must be true or false"
-    if kind == "choice":
-        return (
-            None if value in spec[2] else "must be one of %s" % ", ".join(str(c) for c in spec[2])
-        )
+    if kind == "choice":  # 4.0 == 4 and True == 1, but the code needs the very value
+        if any(value == c and type(value) is type(c) for c in spec[2]):
+            return None
+        return "must be one of %s" % ", ".join(str(c) for c in spec[2])
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "must be a number"
     if kind == "int" and not isinstance(value, int):
@@ -76,7 +76,11 @@ def validate(data, specs=None, prefix=""):
 
 
 def _shown(spec, value):
-    return SECRET if spec[0] == "secret" else json.dumps(value)
+    if spec[0] == "secret":
+        return SECRET
+    if isinstance(value, (list, dict)):
+        return "a list" if isinstance(value, list) else "an object"  # of any depth
+    return json.dumps(value)
 
 
 def load(path):
@@ -90,16 +94,34 @@ def load(path):
     specs = schema()  # read in once for the whole load
     try:
         data = json.loads(text)
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:  # RuntimeError: nested too deep
         return defaults(specs), ["%s: not valid JSON (%s)" % (path, err)], "defaults"
     values, errors = validate(data, specs)
     if errors:
         # keep what lets the user reach the board and fix it; everything else safe
         safe = defaults(specs)
-        for key in ("hostname", "wifi", "http", "uart", "admin"):
+        for key in KEPT_IN_SAFE_MODE:
             safe[key] = values[key]
         return safe, errors, path + " (invalid: safe mode)"
     return values, [], path
+
+
+KEPT_IN_SAFE_MODE = ("hostname", "wifi", "http", "uart", "admin")
+
+
+def restored(path, values):
+    """What a change made in safe mode starts from: every valid field of the file over the
+    defaults, and the values in force for what safe mode kept. Starting from the safe values
+    would save defaults over the user's Venus, MQTT and charger settings."""
+    try:
+        with open(path) as f:
+            data = json.loads(f.read())
+    except (OSError, ValueError, RuntimeError):
+        return values  # nothing readable to keep
+    out = validate(data)[0]
+    for key in KEPT_IN_SAFE_MODE:
+        out[key] = values[key]
+    return out
 
 
 def save(path, values):

@@ -157,6 +157,61 @@ def test_config_update_validated_saved_and_applied(running: Any) -> None:
     assert status == 200 and answer["restart_needed"] == ["http"]
 
 
+def test_a_lower_maximum_is_in_force_at_once(running: Any) -> None:
+    """A battery's limit set while charging at more: the charger follows within seconds, and
+    a manual current above it is held to it (before: only after a re-probe)."""
+    sim, fw = running
+
+    def limit_raw() -> int:
+        return sim.call(lambda: sim.world.charger.effective_limit_raw(sim.now()))
+
+    def until(check: Any, what: str) -> None:
+        deadline = time.monotonic() + 15
+        while not check():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.3)
+
+    change = {"mode": "manual", "manual_current_a": 10.0}
+    assert call(fw, "POST", "/api/mode", change, password=PASSWORD)[0] == 200
+    until(lambda: limit_raw() == 100, "10 A")
+    try:
+        patch = {"charger": {"max_current_a": 5.0}}
+        status, answer = call(fw, "POST", "/api/config", patch, password=PASSWORD)
+        assert status == 200 and answer["restart_needed"] == [], answer
+        until(lambda: limit_raw() == 50, "held to the new maximum of 5 A")
+        assert call(fw, "GET", "/api/status")[1]["charger"]["max_a"] == 5.0
+        change = {"manual_current_a": 11.0}
+        assert call(fw, "POST", "/api/mode", change, password=PASSWORD)[0] == 200
+        time.sleep(2)
+        assert limit_raw() == 50
+    finally:
+        patch = {"charger": {"max_current_a": 0.0}}
+        assert call(fw, "POST", "/api/config", patch, password=PASSWORD)[0] == 200
+
+
+def test_a_change_made_in_safe_mode_keeps_the_users_settings(tmp_path: Path) -> None:
+    """One typo in config.json: safe mode. Fixing it through the API saves the user's Venus,
+    MQTT and charger settings, not the defaults that safe mode runs on."""
+    config = {
+        "venus": {"host": "192.0.2.7"},
+        "mqtt": {"host": "192.0.2.8", "password": "mqtt-secret"},
+        "charger": {"max_current_a": 8.0},
+        "control": {"mode": "auto", "target_grid_w": -50.0, "efficency": 0.9},
+    }
+    with Background(make_world()) as sim, Firmware(
+        tmp_path, sim.endpoints["charger"], config, extra=("--admin-password", PASSWORD)
+    ) as fw:
+        assert call(fw, "GET", "/api/status")[1]["config"]["safe_mode"] is True
+        patch = {"control": {"efficiency": 0.9}}
+        status, answer = call(fw, "POST", "/api/config", patch, password=PASSWORD)
+        assert status == 200 and answer["saved"], answer
+    saved = json.loads(fw.config_path.read_text())
+    assert saved["venus"]["host"] == "192.0.2.7" and saved["mqtt"]["password"] == "mqtt-secret"
+    assert saved["charger"]["max_current_a"] == 8.0 and saved["control"]["mode"] == "auto"
+    assert saved["control"]["target_grid_w"] == -50.0 and saved["control"]["efficiency"] == 0.9
+    assert saved["admin"]["password_hash"].startswith("sha256$")
+
+
 def test_metrics(running: Any) -> None:
     sim, fw = running
     status, text = call(fw, "GET", "/metrics")

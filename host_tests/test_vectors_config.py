@@ -195,3 +195,45 @@ def test_the_schema_is_read_in_only_while_used():
     values, errors = config.validate({"control": {"mode": "auto"}})
     assert values["control"]["mode"] == "auto" and not errors
     assert "schema" not in sys.modules  # ~10 kB of tables the board does not keep
+
+
+def test_a_choice_is_the_very_value_not_an_equal_one():
+    values, errors = config.validate({"venus": {"function": 4.0}, "mqtt": {}})
+    assert errors == ["venus.function: must be one of 3, 4 (got 4.0)"]
+    assert config.validate({"venus": {"function": True}})[1]  # True == 1, still not 3 or 4
+    assert config.validate({"venus": {"function": 3}})[0]["venus"]["function"] == 3
+
+
+def test_a_value_nested_deep_is_refused_by_its_kind():
+    deep = []
+    for _ in range(2000):
+        deep = [deep]
+    values, errors = config.validate({"hostname": deep, "control": {"mode": {"a": deep}}})
+    assert sorted(errors) == [
+        "control.mode: must be one of off, manual, auto (got an object)",
+        "hostname: must be text (got a list)",
+    ]
+    values, errors, source = config.load(tmp_file("deep.json", "[" * 5000 + "]" * 5000))
+    assert errors and values == config.defaults()
+
+
+def test_a_change_in_safe_mode_starts_from_the_file_not_the_safe_values():
+    text = json.dumps(
+        {
+            "wifi": {"ssid": "home"},
+            "venus": {"host": "192.168.1.5"},
+            "charger": {"max_current_a": 8.0},
+            "control": {"mode": "auto", "efficency": 0.9},  # the typo: safe mode
+        }
+    )
+    path = tmp_file("typo.json", text)
+    in_force, errors, source = config.load(path)
+    assert errors and in_force["venus"]["host"] == "" and in_force["wifi"]["ssid"] == "home"
+    in_force["admin"]["password_hash"] = "sha256$00$" + "0" * 64  # set at start, not saved
+    base = config.restored(path, in_force)
+    assert base["venus"]["host"] == "192.168.1.5" and base["charger"]["max_current_a"] == 8.0
+    assert base["control"]["mode"] == "auto"
+    assert base["admin"] == in_force["admin"] and base["wifi"]["ssid"] == "home"
+    fixed = config.merged(base, {"control": {"efficiency": 0.9}})
+    assert config.validate(fixed)[1] == []
+    assert config.restored(tmp_file("gone.json"), in_force) is in_force
