@@ -64,6 +64,7 @@ class App:
         self.http_host = http_host
         self.http_port = http_port or config["http"]["port"]
         self.started_ms = ticks_ms()
+        self.healthy_s = HEALTHY_S
         self.lines = []
         self.beats = {}
         self.restarts = {}
@@ -364,10 +365,17 @@ class App:
                 self.heap["peak_used"] = used
             self.persist()
             self.sample()
-            if self.uptime_s() >= HEALTHY_S and not self._confirmed:
+            if self.uptime_s() >= self.healthy_s and not self._confirmed:
                 try:  # it has run a while with every task alive: it stays
                     ota = cold.load("ota")
-                    if ota.confirm(ota.Updater(self.ota_root).state_path):
+                    path = ota.Updater(self.ota_root).state_path
+                    if self.restarts and ota.load_state(path).get("trial"):
+                        # e.g. a web server that never started: no way to update it again
+                        self.log("this update is not healthy (task %s failed): restarting, "
+                                 "back to the one before after %d boots"
+                                 % (", ".join(sorted(self.restarts)), ota.MAX_TRIAL_BOOTS))
+                        await self.reboot()
+                    if ota.confirm(path):
                         self.log("this firmware is confirmed: no rollback")
                     self.ota_boot = None  # no longer on trial: read again when asked
                     self._confirmed = True
@@ -508,7 +516,9 @@ class App:
         if section == "plug":
             self.plug = self._make_plug(new)
             return True
-        return section in ("wifi", "admin")  # the WiFi supervisor follows by itself
+        if section == "wifi":  # the supervisor follows; an access point open keeps its key
+            return new["ap_password"] == old["ap_password"]
+        return section == "admin"
 
     def _venus_live(self, new, old):
         """Can the grid source take these settings without a restart?"""

@@ -450,6 +450,8 @@ class Link:
     def _max_a(self):
         cap = self.settings["max_current_a"]
         rated = self.state.rated_a
+        if rated is None:
+            return None
         return min(cap, rated) if cap > 0 else rated
 
     def settings_changed(self, old):

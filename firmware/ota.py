@@ -126,6 +126,13 @@ class Updater:
                 raise UpdateError("%s: the sha256 must be 64 hex digits" % name)
         if "main.py" not in files:
             raise UpdateError("the bundle has no main.py")
+        state = self.state
+        if state["active"] != self.running:
+            raise UpdateError("an update is switched to and waits for the reboot")
+        if state.get("trial"):
+            # staging empties the directory a rollback would go back to. The firmware on
+            # trial answers and is updated from: it is the one to go back to from now on
+            confirm(self.state_path)
         staging = self._path(self.staging)
         _remove_tree(staging)
         os.mkdir(staging)

@@ -68,7 +68,11 @@ def make_app(argv):
     except ValueError as err:
         print(err)
         sys.exit(2)
-    return app.App(
+    a = app.App(
         cfg, hw, state_path, opts.get("http-host", "0.0.0.0"), opts.get("http-port"), path
     )
+    healthy_s = _env("IP22_HEALTHY_S")  # the Unix port as a board: a rollback in seconds
+    if healthy_s:
+        a.healthy_s = int(healthy_s)
+    return a
 

@@ -155,6 +155,9 @@ def test_config_update_validated_saved_and_applied(running: Any) -> None:
     assert json.loads(fw.config_path.read_text())["charger"]["stored_daily_max"] == 50
     status, answer = call(fw, "POST", "/api/config", {"http": {"port": 8081}}, password=PASSWORD)
     assert status == 200 and answer["restart_needed"] == ["http"]
+    patch = {"wifi": {"ap_password": "a-new-ap-key"}}  # the open access point keeps its key
+    status, answer = call(fw, "POST", "/api/config", patch, password=PASSWORD)
+    assert status == 200 and answer["restart_needed"] == ["wifi"]
 
 
 def test_a_lower_maximum_is_in_force_at_once(running: Any) -> None:

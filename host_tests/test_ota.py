@@ -29,8 +29,9 @@ PASSWORD = "update-me"
 class BoardRunner:
     """firmware laid out in `root`, run by the bootstrap; restarted whenever it exits."""
 
-    def __init__(self, root: Path, uart: str) -> None:
+    def __init__(self, root: Path, uart: str, healthy_s: int = 60) -> None:
         self.root = root
+        self.healthy_s = healthy_s
         self.port = free_port()
         self.uart = uart
         self.boots = 0
@@ -43,6 +44,7 @@ class BoardRunner:
     def _loop(self) -> None:
         micropython = need_tool("micropython")
         env = dict(os.environ, MICROPYPATH="lib:.frozen", IP22_UART=self.uart)
+        env["IP22_HEALTHY_S"] = str(self.healthy_s)
         args = [micropython, "main.py", "--http-host", "127.0.0.1", "--http-port", str(self.port)]
         args += ["--admin-password", PASSWORD]
         while not self.stopping and self.boots < 12:
@@ -120,7 +122,7 @@ def test_update_applied_corrupt_refused_broken_rolled_back(tmp_path: Path) -> No
     root.mkdir()
     lay_out(root)
     with Background(make_world()) as sim:
-        board = BoardRunner(root, sim.endpoints["charger"]).start()
+        board = BoardRunner(root, sim.endpoints["charger"], healthy_s=8).start()
         try:
             st = board.wait_for(lambda st: st["charger"]["connected"], 30, "the first boot")
             assert st["ota"]["running"] == "app_a"
@@ -156,5 +158,19 @@ def test_update_applied_corrupt_refused_broken_rolled_back(tmp_path: Path) -> No
             assert st["ota"]["running"] == "app_b" and not st["ota"]["trial"]
             assert "this build is broken" in board.console()
             assert board.exits.count(1) >= ota.MAX_TRIAL_BOOTS
+
+            # a firmware that starts but whose web server does not: not confirmed (nothing
+            # could update it again), restarted, and back to the one before
+            deaf = tmp_path / "deaf"
+            shutil.copytree(ROOT / "firmware", deaf)
+            (deaf / "web.py").write_text(
+                "def make_app(app):\n    raise ImportError('no web server in this build')\n"
+            )
+            done = send(board.port, "--firmware", str(deaf))
+            assert done.returncode == flash.UPDATE_FAILED, done.stdout + done.stderr
+            assert "rolled back" in done.stderr
+            st = board.wait_for(lambda st: st["ota"]["running"] == "app_b", 30, "app_b again")
+            assert st["ota"]["rolled_back"] and not st["ota"]["trial"]
+            assert "this update is not healthy (task web failed)" in board.console()
         finally:
             board.stop()

@@ -93,3 +93,29 @@ def test_a_broken_state_file_means_app_a(tmp_path: Path) -> None:
     assert ota.Updater(str(tmp_path)).running == "app_a"
     (tmp_path / ota.STATE).write_text('{"active": "../etc"}')
     assert ota.Updater(str(tmp_path)).running == "app_a"
+
+
+def install(u: ota.Updater) -> None:
+    u.begin(manifest())
+    for name, data in GOOD.items():
+        asyncio.run(u.receive(name, Stream(data), len(data)))
+    u.commit()
+
+
+def test_an_update_during_a_trial_never_empties_the_way_back(tmp_path: Path) -> None:
+    """flash.py --ota run twice within a minute: the second update must not stage into the
+    directory the first one would roll back to, leaving a rollback to an empty directory."""
+    first = ota.Updater(str(tmp_path))
+    install(first)
+    with pytest.raises(ota.UpdateError, match="waits for the reboot"):
+        first.begin(manifest())  # switched, not yet rebooted: app_b must stay whole
+    assert (tmp_path / "app_b" / "main.py").exists()
+    on_trial = ota.Updater(str(tmp_path))  # the reboot: app_b runs, on trial
+    assert on_trial.running == "app_b" and on_trial.status()["trial"]
+    on_trial.begin(manifest())  # app_b answers and is updated from: it is the way back now
+    state = json.loads((tmp_path / ota.STATE).read_text())
+    assert state["active"] == "app_b" and state["trial"] is False
+    for name, data in GOOD.items():
+        asyncio.run(on_trial.receive(name, Stream(data), len(data)))
+    assert on_trial.commit()["previous"] == "app_b"
+    assert (tmp_path / "app_b" / "main.py").exists()

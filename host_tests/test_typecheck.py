@@ -143,7 +143,7 @@ LIMITATIONS = [
 # One file, one finding.
 SPECIFIC = [
     (
-        "ticks.py's CPython fallback (the except ImportError branch) uses time.monotonic",
+        "ticks.py's CPython fallback (the except AttributeError branch) uses time.monotonic",
         "ticks.py",
         "reportAttributeAccessIssue",
         r'^"monotonic" is not a known attribute of module "time"$',
