@@ -44,6 +44,8 @@ def make_app(app):
         refused = await authorised(request)
         if refused:
             return None, refused
+        if request.headers.get("Transfer-Encoding"):  # chunked: the body is not read
+            return None, ({"error": "send the body with a Content-Length"}, 411)
         try:
             return json.loads(request.body.decode()), None
         except (ValueError, UnicodeError):
@@ -61,6 +63,10 @@ def make_app(app):
         if app.wifi.ap_on and not request.path.startswith("/api/"):
             return redirect("http://192.168.4.1/")
         return {"error": "not found"}, 404
+
+    @server.errorhandler(405)
+    async def wrong_method(request):
+        return {"error": "%s is not allowed on %s" % (request.method, request.path)}, 405
 
     @server.get("/api/ota")
     async def ota_status(request):

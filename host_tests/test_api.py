@@ -132,6 +132,17 @@ def test_malformed_requests(running: Any) -> None:
     assert status == 413
     status, _ = call(fw, "GET", "/nothing-here")
     assert status == 404
+    status, answer = call(fw, "GET", "/api/mode")
+    assert status == 405 and answer == {"error": "GET is not allowed on /api/mode"}
+    chunked = (
+        b"POST /api/mode HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + PASSWORD.encode()
+        + b"\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n"
+        + b"10\r\n{\"mode\": \"auto\"}\r\n0\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", fw.port), timeout=5) as s:
+        s.sendall(chunked)
+        reply = s.recv(300)
+    assert reply.startswith(b"HTTP/1.0 411") and b"Content-Length" in reply, reply
     # a request line over the limit, and garbage instead of HTTP: refused, the link goes on
     for junk in (b"GET /" + b"a" * 3000 + b" HTTP/1.0\r\n\r\n", b"\x00\xff garbage\r\n\r\n"):
         with socket.create_connection(("127.0.0.1", fw.port), timeout=5) as s:
