@@ -473,6 +473,8 @@ class App:
         clean, errors = configuration.validate(values)
         if errors:
             return errors, []
+        if clean == self.config.values and not self.config.safe_mode:
+            return [], []  # nothing changed: the flash is not written
         try:
             configuration.save(self.config_path, clean)
         except OSError as err:

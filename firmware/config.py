@@ -72,7 +72,32 @@ def validate(data, specs=None, prefix=""):
                 errors.append("%s: %s (got %s)" % (name, reason, _shown(spec, value)))
             else:
                 clean[key] = float(value) if spec[0] == "float" else value
+    if not prefix and "admin" in specs:  # a whole config: what one field cannot say alone
+        for error in _whole_config_errors(clean):
+            errors.append(error)
     return clean, errors
+
+
+def _whole_config_errors(clean):
+    errors = cold.load("schema").topic_errors(clean)
+    stored = clean["admin"]["password_hash"]
+    if stored and not _is_hash(stored):
+        # a password typed into this field would lock every change out
+        errors.append("admin.password_hash: must be a hash the board made (sha256$salt$digest);"
+                      " set a new password with tools/flash.py --admin-password")
+        clean["admin"]["password_hash"] = ""
+    return errors
+
+
+def _is_hash(stored):
+    parts = stored.split("$")
+    hexdigits = "0123456789abcdef"
+    return (
+        len(parts) == 3
+        and parts[0] == "sha256"
+        and len(parts[2]) == 64
+        and all(c in hexdigits for c in parts[1] + parts[2])
+    )
 
 
 def _shown(spec, value):

@@ -56,10 +56,11 @@ def config_topic(prefix, component, node, key):
     return "%s/%s/%s/%s/config" % (prefix, component, node, key)
 
 
-def messages(prefix, base, device, current=None):
+def messages(prefix, base, device, current=None, commands=True):
     """(topic, payload) for every entity, one at a time (all 23 at once would be a 15 kB peak
     on the heap). `device` has serial, model, pid, version, charger_firmware, url; `current` is
-    (min, max) of the charger for the number."""
+    (min, max) of the charger for the number. Without `commands` the controls (select, number,
+    button) get an empty config: Home Assistant removes them instead of offering dead ones."""
     node = node_id(device["serial"])
     dev = {"ids": [node], "name": "IP22 charger", "mf": "Victron Energy"}
     if device.get("model"):
@@ -71,6 +72,9 @@ def messages(prefix, base, device, current=None):
         dev["cu"] = device["url"]
     origin = {"name": "ip22-adapter", "sw": device["version"]}
     for component, key, name, dev_cla, unit, stat_cla, category, extra in ENTITIES:
+        if not commands and component in COMMANDS:
+            yield config_topic(prefix, component, node, key), b""
+            continue
         entity = {"name": name, "uniq_id": node + "_" + key, "avty_t": base + "/status"}
         if component == "button":
             entity["cmd_t"] = base + "/set/" + COMMANDS[component]

@@ -5,10 +5,11 @@ Topics under the base (default `ip22/<charger serial>`):
   state               every value as one JSON object (retained)
   <key>               each value alone, on change (retained): for Node-RED and friends
   set/mode            auto | manual | off
-  set/current         the manual current in A
+  set/current         the manual current in A (clamped to the charger's range)
   set/reboot          PRESS
 Commands go through the app's one entry point for changes (the same as the web API), never
-to the charger. Bad ones are refused, counted and logged.
+to the charger. Bad ones are refused, counted and logged; with `commands` off, Home Assistant
+gets no controls.
 """
 
 import json
@@ -57,6 +58,13 @@ def _round(value, digits):
     return None if value is None else round(value, digits)
 
 
+def _clamped(amps, limits):
+    """In the number's announced range, on its 0.1 A step: Home Assistant logs an error for
+    every state outside it."""
+    low, high = limits
+    return round(min(max(amps, low), high) * 10) / 10
+
+
 class Mqtt:
     def __init__(self, app, settings, serial_hint=None):
         """`settings` is the config's "mqtt" section; `serial_hint` the serial last seen
@@ -76,6 +84,13 @@ class Mqtt:
         self.discovered_range = None
         self.counters = {"commands": 0, "refused": 0, "announcements": 0}
         self.last_refused = None
+        self.fallback = False  # the serial is the board's: no discovery under it
+        # checked again here: a bad topic makes the broker drop us, or umqtt write a bad packet
+        errors = cold.load("schema").topic_errors({"mqtt": settings, "plug": app.config["plug"]})
+        self.problem = "; ".join(e for e in errors if e.startswith("mqtt.")) or None
+        self.plug_topic_ok = not [e for e in errors if e.startswith("plug.state_topic")]
+        for error in errors:
+            app.log("mqtt: " + error)
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -87,7 +102,8 @@ class Mqtt:
             serial = self.serial_hint
         if not serial and ticks_diff(ticks_ms(), self.started_ms) >= SERIAL_WAIT_MS:
             serial = "adapter-" + self.app.board.unique_id()
-        if not serial:
+            self.fallback = True  # Home Assistant would keep a device under it for ever
+        if not serial or self.problem:
             return False
         node = node_id(serial)
         base = self.s["base_topic"] or "ip22/" + serial
@@ -127,14 +143,17 @@ class Mqtt:
             await asyncio.sleep(TICK_S)
 
     def _connected(self, session):
-        """A fresh connection: subscribe, then everything goes out again."""
-        if self.s["commands"]:
-            session.subscribe(self.base + "/set/+")
-        if self.s["discovery"]:
-            session.subscribe(self.s["discovery_prefix"] + "/status")
+        """A fresh connection: subscribe, then everything goes out again. A refused
+        subscription ends it (Session.tend then backs off)."""
+        if self.s["discovery"] and not session.subscribe(self.s["discovery_prefix"] + "/status"):
+            return
         plug = self.app.plug
-        if getattr(plug, "state_topic", None):
-            session.subscribe(plug.state_topic)  # a relay on MQTT: the charger's off switch
+        if getattr(plug, "state_topic", None) and self.plug_topic_ok:
+            if not session.subscribe(plug.state_topic):  # a relay on MQTT: the off switch
+                return
+        # last: retained commands arrive after the setup, not inside a wait for a SUBACK
+        if self.s["commands"] and not session.subscribe(self.base + "/set/+"):
+            return
         session.publish(self.base + "/status", "online", True)
         self.announce_ms = ticks_ms()
         self.sent = {}
@@ -143,7 +162,9 @@ class Mqtt:
     async def _publish_due(self, asyncio):
         now = ticks_ms()
         due = self.announce_ms is not None and ticks_diff(now, self.announce_ms) >= 0
-        if due and self._charger_known(now):
+        if due and self.fallback:
+            self.announce_ms = None  # the serial comes in a later boot; the state goes out now
+        elif due and self._charger_known(now):
             self.announce_ms = None
             await self._announce(asyncio)
             self.full_ms = None
@@ -151,6 +172,7 @@ class Mqtt:
             self.announce_ms is None
             and self._range() != self.discovered_range
             and self.s["discovery"]
+            and not self.fallback
         ):
             await self._announce(asyncio)  # the charger's range became known: the number
         full = self.full_ms is None or ticks_diff(now, self.full_ms) >= self.s["full_s"] * 1000
@@ -175,6 +197,10 @@ class Mqtt:
             return None
         return (s.min_a, s.max_a)
 
+    def _limits(self):
+        """The number's range as discovery announces it (the settings' without the charger)."""
+        return self._range() or (0.0, 100.0)
+
     async def _announce(self, asyncio):
         """Discovery configs (or their removal), one message at a time."""
         prefix = self.s["discovery_prefix"]
@@ -187,7 +213,9 @@ class Mqtt:
     async def _send_configs(self, asyncio, discovery, prefix):
         if self.s["discovery"]:
             self.discovered_range = self._range()
-            items = discovery.messages(prefix, self.base, self.device(), self.discovered_range)
+            items = discovery.messages(
+                prefix, self.base, self.device(), self.discovered_range, self.s["commands"]
+            )
         else:
             items = discovery.removals(prefix, self.serial)
         for topic, payload in items:
@@ -227,7 +255,7 @@ class Mqtt:
             "grid_age_s": grid.get("age_s"),
             "mode": ctl["mode"],
             "setpoint_a": ctl["setpoint_a"],
-            "manual_a": self.app.config["control"]["manual_current_a"],
+            "manual_a": _clamped(self.app.config["control"]["manual_current_a"], self._limits()),
             "charging": None if ctl["charging"] is None else bool(ctl["charging"]),
             "reason": ctl["reason"],
             "safe": ctl["safe"],
@@ -295,17 +323,22 @@ class Mqtt:
         """Carry out `<base>/set/<name>` with payload `text`; the reason it was refused."""
         if text is None:
             return "not a short text payload"
+        control = self.app.config["control"]
         if name == "mode":
-            errors = self.app.set_mode({"mode": text.lower()})
-            return "; ".join(errors) if errors else None
-        if name == "current":
+            change = {"mode": text.lower()}
+        elif name == "current":
             try:
                 amps = float(text)
             except ValueError:
                 return "not a number"
             if amps != amps or amps in (float("inf"), float("-inf")):
                 return "not a number"
-            errors = self.app.set_mode({"manual_current_a": amps})
+            change = {"manual_current_a": _clamped(amps, self._limits())}
+        if name in ("mode", "current"):
+            key = "mode" if name == "mode" else "manual_current_a"
+            if control[key] == change[key]:
+                return None  # in force already: no save (an automation repeating itself)
+            errors = self.app.set_mode(change)
             return "; ".join(errors) if errors else None
         if name == "reboot":
             if text != "PRESS":
@@ -331,7 +364,8 @@ class Mqtt:
             out.update(self.session.status())
         else:
             out.update(dict.fromkeys(mqttlink.COUNTERS, 0))
-            out.update({"connected": False, "last_error": "waiting for the charger's serial"})
+            why = self.problem or "waiting for the charger's serial"
+            out.update({"connected": False, "last_error": why})
         out.update(self.counters)
         out["last_refused"] = self.last_refused
         return out

@@ -62,8 +62,8 @@ SCHEMA = {
         "timeout_s": ("float", 3.0, 0.5, 30.0),
         # mqtt (over the broker of the "mqtt" section): where to send on/off, where the
         # plug tells its state (ON/OFF, true/false, 1/0, or JSON with "output"/"POWER"/"state")
-        "command_topic": ("str", "", 128),
-        "state_topic": ("str", "", 128),
+        "command_topic": ("str", "", 122),  # and at most 122 bytes in UTF-8: TOPICS
+        "state_topic": ("str", "", 122),
         "payload_on": ("str", "ON", 32),
         "payload_off": ("str", "OFF", 32),
     },
@@ -98,3 +98,41 @@ SCHEMA = {
         "commands": ("bool", True),  # mode, manual current and restart on <base>/set/...
     },
 }
+
+TOPIC_BYTES = 122  # umqtt.simple writes a SUBSCRIBE's length in one byte: 5 + the topic < 128
+# The topic fields: (section, field, what is subscribed to beyond it, required). Checked in
+# bytes (a "ä" is two): the "str" kind counts characters.
+TOPICS = (
+    ("mqtt", "base_topic", "/set/+", False),
+    ("mqtt", "discovery_prefix", "/status", True),
+    ("plug", "command_topic", "", False),
+    ("plug", "state_topic", "", False),
+)
+
+
+def topic_error(value, suffix="", required=False):
+    """Why `value` cannot be a topic of ours, or None. The broker refuses a wildcard, a NUL or
+    a leading $ in a topic we publish to, and drops the connection for it."""
+    if not isinstance(value, str):
+        return "must be text"
+    if not value:
+        return "must not be empty" if required else None
+    room = TOPIC_BYTES - len(suffix)
+    if len(value.encode()) > room:
+        return "must be at most %d bytes in UTF-8 (got %d)" % (room, len(value.encode()))
+    for c, name in (("+", "+"), ("#", "#"), ("\0", "NUL")):
+        if c in value:
+            return "must not contain %s (MQTT wildcards and NUL are not allowed)" % name
+    if value.startswith("$"):
+        return "must not start with $ (reserved for the broker)"
+    return None
+
+
+def topic_errors(values):
+    """["section.field: reason"] for the topic fields of a whole config."""
+    errors = []
+    for section, field, suffix, required in TOPICS:
+        reason = topic_error(values[section][field], suffix, required)
+        if reason:
+            errors.append("%s.%s: %s" % (section, field, reason))
+    return errors

@@ -180,3 +180,16 @@ def test_state_keys_are_entity_keys() -> None:
     with_state = {e[1] for e in discovery.ENTITIES if e[0] != "button"}
     assert set(discovery.STATE_KEYS) <= with_state
     assert len(set(discovery.STATE_KEYS)) == len(discovery.STATE_KEYS)
+
+
+def test_without_commands_the_controls_are_removed() -> None:
+    """mqtt.commands off: no select, number or button that would do nothing; their empty
+    retained configs remove those a former announcement made."""
+    out = dict(discovery.messages(PREFIX, BASE, DEVICE, (3.0, 12.0), commands=False))
+    assert out.keys() == dict(discovery.messages(PREFIX, BASE, DEVICE)).keys()
+    removed = {t for t, p in out.items() if p == b""}
+    assert removed == {
+        discovery.config_topic(PREFIX, c, "ip22_" + SERIAL, k)
+        for c, k in (("select", "mode"), ("number", "manual_a"), ("button", "reboot"))
+    }
+    assert not [p for p in out.values() if p and "cmd_t" in json.loads(p)]

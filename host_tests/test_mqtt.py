@@ -7,9 +7,11 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
@@ -127,12 +129,21 @@ def test_state_discovery_and_commands(tmp_path: Path, mosquitto: Mosquitto) -> N
         assert number["cmd_t"] == BASE + "/set/current"
         assert "24/12" in number["dev"]["mdl"]  # announced after the probe: model known
         assert fw.status()["mqtt"]["announcements"] == 1  # once, complete: not again moments later
+        # the number's state is in its announced range (the setting's 0.0 is under 3 A)
+        watcher.wait(lambda: (state(watcher) or {}).get("manual_a") == 3.0, 10, "manual_a 3")
 
         # Home Assistant restarted (its birth message): discovery again within 5 s
         topic = "homeassistant/select/ip22_%s/mode/config" % SERIAL
         before = watcher.count(topic)
         watcher.publish("homeassistant/status", "online")
         watcher.wait(lambda: watcher.count(topic) > before, 10, "rediscovery after HA's birth")
+
+        # a current outside the range (Node-RED, not HA's number): clamped, on the 0.1 A step
+        watcher.publish(BASE + "/set/current", "1")
+        fw.wait_for(lambda st: fw.status()["mqtt"]["commands"] >= 1, 10, "the command")
+        assert json.loads(fw.config_path.read_text())["control"]["manual_current_a"] == 3.0
+        watcher.publish(BASE + "/set/current", "4.96")
+        watcher.wait(lambda: (state(watcher) or {}).get("manual_a") == 5.0, 10, "manual_a 5")
 
         # commands: manual 5 A -> the charger confirms a 5 A limit
         watcher.publish(BASE + "/set/current", "5")
@@ -143,11 +154,19 @@ def test_state_discovery_and_commands(tmp_path: Path, mosquitto: Mosquitto) -> N
         watcher.wait(lambda: (state(watcher) or {}).get("manual_a") == 5.0, 10, "manual_a")
         watcher.wait(lambda: (state(watcher) or {}).get("limit_a") == 5.0, 10, "limit_a")
 
+        # the values in force, again (an automation repeating itself): accepted, not saved
+        saved = fw.config_path.stat().st_ino  # a save replaces the file (atomic rename)
+        for payload in ("5", "5.0", "manual", "MANUAL"):
+            topic = "/set/mode" if payload.isalpha() else "/set/current"
+            watcher.publish(BASE + topic, payload)
+        st = fw.wait_for(lambda st: st["mqtt"]["commands"] >= 8, 10, "four more commands")
+        assert st["mqtt"]["refused"] == 0 and fw.config_path.stat().st_ino == saved
+
         # malformed commands: refused, counted, nothing changes, nothing crashes
         for topic, payload in (
             ("/set/current", "abc"),
             ("/set/current", "nan"),
-            ("/set/current", "1e9"),
+            ("/set/current", "inf"),
             ("/set/current", ""),
             ("/set/mode", "turbo"),
             ("/set/mode", b"\xff\xfe"),
@@ -156,8 +175,9 @@ def test_state_discovery_and_commands(tmp_path: Path, mosquitto: Mosquitto) -> N
             ("/set/reboot", "yes"),
         ):
             watcher.publish(BASE + topic, payload)
-        st = fw.wait_for(lambda st: st["mqtt"]["refused"] >= 9, 10, "nine refusals")
-        assert st["mqtt"]["refused"] == 9
+        st = fw.wait_for(lambda st: st["mqtt"]["refused"] >= 8, 10, "eight refusals")
+        assert st["mqtt"]["refused"] == 8
+        assert st["mqtt"]["too_long"] == 1  # the 5000 B one: skipped unread, never on the heap
         assert st["control"]["mode"] == "manual"
         assert st["charger"]["limit_a"] == 5.0
         assert "refused" in "\n".join(st["log"])
@@ -165,15 +185,21 @@ def test_state_discovery_and_commands(tmp_path: Path, mosquitto: Mosquitto) -> N
 
         # a reboot right after connecting may be a retained message: refused too
         watcher.publish(BASE + "/set/reboot", "PRESS")
-        st = fw.wait_for(lambda st: st["mqtt"]["refused"] >= 10, 10, "the early reboot refused")
+        st = fw.wait_for(lambda st: st["mqtt"]["refused"] >= 9, 10, "the early reboot refused")
         assert "retained" in st["mqtt"]["last_refused"]
     watcher.close()
 
 
 def test_discovery_off_removes_the_entities(tmp_path: Path, mosquitto: Mosquitto) -> None:
     with Background(make_world()) as sim:
-        with Firmware(tmp_path, sim.endpoints["charger"], mqtt_config(mosquitto)) as fw:
+        # with commands off, Home Assistant gets no controls (they would do nothing)
+        config = mqtt_config(mosquitto, commands=False)
+        with Firmware(tmp_path, sim.endpoints["charger"], config) as fw:
             fw.wait_for(lambda st: st["mqtt"]["announcements"] >= 1, 20, "discovery sent")
+            late = Watcher(mosquitto, "homeassistant/#")
+            configs = late.wait(lambda: len(late.topics()) >= 20 and late.topics(), 5, "configs")
+            late.close()
+            assert len(configs) == 20 and not [p for p in configs.values() if b"cmd_t" in p]
         config = mqtt_config(mosquitto, discovery=False)
         with Firmware(tmp_path, sim.endpoints["charger"], config) as fw:
             fw.wait_for(lambda st: st["mqtt"]["announcements"] >= 1, 20, "removals sent")
@@ -438,3 +464,222 @@ def test_tls_with_the_users_ca(tmp_path: Path) -> None:
             st = fw.wait_for(lambda st: st["mqtt"]["failures"] >= 1, 30, "the wrong CA refused")
             assert not st["mqtt"]["connected"]
             assert "signed" in st["mqtt"]["last_error"] or "cert" in st["mqtt"]["last_error"]
+
+
+class RefusingBroker:
+    """Just enough of a broker to refuse one subscription (SUBACK 0x80), as EMQX, HiveMQ or
+    FlashMQ do for a filter their ACL denies (mosquitto 2.0.11 grants every one)."""
+
+    def __init__(self, deny: bytes) -> None:
+        self.deny = deny
+        self.connects = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as f:
+            while (first := f.read(1)) and first[0] >> 4 != 14:  # until DISCONNECT or EOF
+                size, shift = 0, 0
+                while True:
+                    byte = f.read(1)[0]
+                    size |= (byte & 0x7F) << shift
+                    shift += 7
+                    if not byte & 0x80:
+                        break
+                body = f.read(size)
+                kind = first[0] >> 4
+                if kind == 1:
+                    self.connects += 1
+                    conn.sendall(b"\x20\x02\x00\x00")
+                elif kind == 8:
+                    topic = body[4 : 4 + (body[2] << 8 | body[3])]
+                    code = b"\x80" if topic == self.deny else b"\0"
+                    conn.sendall(b"\x90\x03" + body[:2] + code)
+                elif kind == 12:
+                    conn.sendall(b"\xd0\x00")
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_refused_subscription_backs_off(tmp_path: Path) -> None:
+    """A broker that accepts the login but refuses one subscription: the setup failed, so the
+    reconnects back off (1, 2, 5 s ...) instead of five a second."""
+    b = RefusingBroker(b"homeassistant/status")
+    config = {"mqtt": {"host": "127.0.0.1", "port": b.port, "update_s": 1.0}}
+    try:
+        with Background(make_world()) as sim, Firmware(
+            tmp_path, sim.endpoints["charger"], config
+        ) as fw:
+            fw.wait_for(lambda st: st["mqtt"]["failures"] >= 1, 15, "the setup failed")
+            time.sleep(5)
+            st = fw.status()["mqtt"]
+    finally:
+        b.close()
+    assert 2 <= b.connects <= 4, (b.connects, st)  # at 0, 1, 3 (and 8) s; without: ~30
+    assert st["failures"] == st["connects"] == b.connects and "subscribe" in st["last_error"], st
+
+
+def test_non_ascii_login_topic_and_a_huge_retained_command(tmp_path: Path) -> None:
+    """umqtt counts str characters: the user, password, client id and will topic go as UTF-8
+    bytes, or the CONNECT is malformed. A retained 1.9 MB command is skipped in pieces, never
+    read whole (a MemoryError and a reconnect for ever)."""
+    from broker import broker
+
+    login = {"user": "hä", "password": "Grüße€"}
+    base = "ladegerät/garage"
+    with broker(tmp_path / "auth", {login["user"]: login["password"]}) as b:
+        watcher = Watcher(b, base + "/#", **login)
+        watcher.publish(base + "/set/mode", b"x" * 1_900_000, retain=True)
+        config = mqtt_config(b, base_topic=base, client_id="ip22-gärage", **login)
+        with Background(make_world()) as sim, Firmware(
+            tmp_path, sim.endpoints["charger"], config
+        ) as fw:
+            watcher.wait(lambda: watcher.last(base + "/status") == b"online", 20, "online")
+            watcher.wait(lambda: watcher.last(base + "/state"), 10, "the state")
+            st = fw.wait_for(lambda st: st["mqtt"]["too_long"] >= 1, 10, "the big one skipped")
+            time.sleep(2)
+            st = fw.status()
+            assert st["mqtt"]["connected"] and st["mqtt"]["connects"] == 1, st["mqtt"]
+            assert st["mqtt"]["too_long"] == 1 and st["mqtt"]["failures"] == 0
+            assert st["counters"]["task_restarts"] == 0
+            assert "MemoryError" not in fw.read_log()
+        # the will, on a topic with an "ä": the broker publishes it when we vanish unclean
+        watcher.wait(lambda: watcher.last(base + "/status") == b"offline", 5, "offline")
+        watcher.close()
+
+
+def run_micropython(script: str, timeout: float = 30) -> str:
+    """`script` on the Unix port with the firmware's modules and umqtt on the path."""
+    from conftest import FIRMWARE, need_tool
+    from fwrun import LIB
+
+    from tools.build import stage_libs
+
+    if not (LIB / "ussl.py").exists():
+        stage_libs(LIB)
+    env = {"MICROPYPATH": "%s:%s:.frozen" % (FIRMWARE, LIB), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [need_tool("micropython"), "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_pings_while_receiving_all_the_time(mosquitto: Mosquitto) -> None:
+    """The broker drops a client that sends nothing for 1.5 keepalives, however much it
+    receives: a chatty subscription must not stop the pings. mqttlink's clock runs 12 s fast
+    forward while a publisher keeps the subscription busy."""
+    stop = threading.Event()
+    watcher = Watcher(mosquitto, "nothing")
+
+    def chatter() -> None:
+        while not stop.is_set():
+            watcher.publish("chat", "ON")
+            time.sleep(0.02)
+
+    threading.Thread(target=chatter, daemon=True).start()
+    script = """
+import time, mqttlink
+real, offset = mqttlink.ticks_ms, [0]
+mqttlink.ticks_ms = lambda: real() + offset[0]
+s = mqttlink.Session("t", "%s", %d, "chatty", print)
+s.tend(lambda s: s.subscribe("chat"))
+pinged = False
+for _ in range(40):
+    time.sleep_ms(30)
+    offset[0] += 300
+    s.tend(lambda s: None)
+    pinged = pinged or s.ping_ms is not None
+print("connected", s.connected, "pinged", pinged, "received", s.counters["received"])
+""" % (mosquitto.host, mosquitto.port)
+    try:
+        out = run_micropython(script)
+    finally:
+        stop.set()
+        watcher.close()
+    assert "connected True pinged True" in out, out
+    assert int(out.split()[-1]) > 10, out  # it was busy receiving all along
+    assert "Received PINGREQ from chatty" in mosquitto.log_tail(400)
+
+
+def test_bad_topics_are_refused_with_a_reason(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """A wildcard base topic would be dropped by the broker on every publish; a plug state
+    topic over 122 bytes makes umqtt write a malformed SUBSCRIBE. Both are named where the
+    settings are read (safe mode, nothing sent) and refused where they are changed."""
+    config = mqtt_config(mosquitto, base_topic="garage/+/ip22")
+    with Background(make_world()) as sim:
+        with Firmware(tmp_path, sim.endpoints["charger"], config) as fw:
+            st = fw.status()
+            assert st["config"]["safe_mode"] and st["mqtt"] is None, st["config"]
+            assert st["config"]["errors"] == [
+                "mqtt.base_topic: must not contain + (MQTT wildcards and NUL are not allowed)"
+            ]
+        long_topic = "s/" + "ü" * 61  # 63 characters: the schema's 122 allows it; 124 bytes
+        plug = {"type": "mqtt", "command_topic": "cmnd/p", "state_topic": long_topic}
+        config = mqtt_config(mosquitto)
+        with Firmware(
+            tmp_path, sim.endpoints["charger"], config, extra=("--admin-password", "pw")
+        ) as fw:
+            fw.wait_for(lambda st: st["mqtt"]["connected"], 20, "connected")
+            request = urllib.request.Request(
+                "http://127.0.0.1:%d/api/config" % fw.port,
+                data=json.dumps({"plug": plug}).encode(),
+                headers={"Authorization": "Bearer pw"},
+                method="POST",
+            )
+            try:
+                urllib.request.urlopen(request, timeout=10)
+                raise AssertionError("accepted")
+            except urllib.error.HTTPError as err:
+                assert err.code == 400
+                assert json.loads(err.read())["errors"] == [
+                    "plug.state_topic: must be at most 122 bytes in UTF-8 (got 124)"
+                ]
+            assert json.loads(fw.config_path.read_text())["plug"]["type"] == "none"
+
+
+def test_no_discovery_under_the_boards_stand_in_id() -> None:
+    """First boot, the charger silent for 60 s: the state goes out under adapter-<board id>,
+    but Home Assistant is not told of a device it would keep once the real serial is known."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import config
+    import mqtt
+
+    settings = dict(config.defaults()["mqtt"], host="127.0.0.1")
+    for serial, announced in ((None, []), (SERIAL, [True])):
+        app = SimpleNamespace(
+            config={"plug": config.defaults()["plug"]},
+            log=print,
+            link=SimpleNamespace(state=SimpleNamespace(serial=serial, probed=True)),
+            board=SimpleNamespace(unique_id=lambda: "a1b2c3"),
+        )
+        m = mqtt.Mqtt(app, settings)
+        m.started_ms -= mqtt.SERIAL_WAIT_MS  # the wait for the serial is over
+        assert m._identify() and m.serial == (serial or "adapter-a1b2c3")
+        seen: list[bool] = []
+
+        async def announce(_: Any, seen: list[bool] = seen) -> None:
+            seen.append(True)
+
+        m._announce = announce  # type: ignore[method-assign]
+        m.publish_state = lambda full=False: None  # type: ignore[method-assign]
+        m._range = lambda: None  # type: ignore[method-assign]
+        m.announce_ms = mqtt.ticks_ms()  # as after connecting
+        asyncio.run(m._publish_due(asyncio))
+        assert seen == announced, serial

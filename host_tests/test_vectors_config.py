@@ -237,3 +237,44 @@ def test_a_change_in_safe_mode_starts_from_the_file_not_the_safe_values():
     fixed = config.merged(base, {"control": {"efficiency": 0.9}})
     assert config.validate(fixed)[1] == []
     assert config.restored(tmp_file("gone.json"), in_force) is in_force
+
+
+def test_topics_are_checked_in_bytes_and_for_wildcards():
+    import cold
+
+    schema = cold.load("schema")  # not kept: like config.schema()
+    assert schema.topic_error("ip22/garage") is None
+    assert schema.topic_error("") is None and schema.topic_error("", required=True)
+    assert schema.topic_error("s/" + "x" * 120) is None  # 122 bytes: umqtt's one-byte limit
+    too_long = schema.topic_error("s/" + "ü" * 61)  # 63 characters, 124 bytes
+    assert too_long == "must be at most 122 bytes in UTF-8 (got 124)"
+    assert "116 bytes" in schema.topic_error("x" * 117, "/set/+")  # room for what follows
+    for bad in ("garage/+/ip22", "ip22/#", "a\0b"):
+        assert "wildcards and NUL" in schema.topic_error(bad), bad
+    assert "reserved" in schema.topic_error("$SYS/x")
+    values = config.defaults()
+    values["mqtt"]["base_topic"] = "garage/+"
+    values["mqtt"]["discovery_prefix"] = ""
+    values["plug"]["state_topic"] = "stat/" + "ä" * 60
+    assert schema.topic_errors(values) == [
+        "mqtt.base_topic: must not contain + (MQTT wildcards and NUL are not allowed)",
+        "mqtt.discovery_prefix: must not be empty",
+        "plug.state_topic: must be at most 122 bytes in UTF-8 (got 125)",
+    ]
+    assert schema.topic_errors(config.defaults()) == []
+
+
+def test_a_password_typed_as_the_hash_is_refused_not_a_lock_out():
+    values, errors = config.validate({"admin": {"password_hash": "newpass"}})
+    assert errors and errors[0].startswith("admin.password_hash: must be a hash the board made")
+    assert values["admin"]["password_hash"] == ""  # flash.py --admin-password sets one again
+    good = "sha256$0011223344556677$" + "ab" * 32
+    assert config.validate({"admin": {"password_hash": good}})[1] == []
+
+
+def test_a_whole_config_has_its_topics_checked():
+    errors = config.validate({"mqtt": {"base_topic": "garage/+/ip22"}})[1]
+    assert errors == ["mqtt.base_topic: must not contain + (MQTT wildcards and NUL are not "
+                      "allowed)"], errors
+    assert config.validate({"plug": {"state_topic": "ä" * 62}})[1]  # 124 bytes in UTF-8
+    assert not config.validate({"plug": {"state_topic": "ä" * 61}})[1]  # 122: fits
