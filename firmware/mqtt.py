@@ -85,12 +85,6 @@ class Mqtt:
         self.counters = {"commands": 0, "refused": 0, "announcements": 0}
         self.last_refused = None
         self.fallback = False  # the serial is the board's: no discovery under it
-        # checked again here: a bad topic makes the broker drop us, or umqtt write a bad packet
-        errors = cold.load("schema").topic_errors({"mqtt": settings, "plug": app.config["plug"]})
-        self.problem = "; ".join(e for e in errors if e.startswith("mqtt.")) or None
-        self.plug_topic_ok = not [e for e in errors if e.startswith("plug.state_topic")]
-        for error in errors:
-            app.log("mqtt: " + error)
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -103,7 +97,7 @@ class Mqtt:
         if not serial and ticks_diff(ticks_ms(), self.started_ms) >= SERIAL_WAIT_MS:
             serial = "adapter-" + self.app.board.unique_id()
             self.fallback = True  # Home Assistant would keep a device under it for ever
-        if not serial or self.problem:
+        if not serial:
             return False
         node = node_id(serial)
         base = self.s["base_topic"] or "ip22/" + serial
@@ -148,7 +142,7 @@ class Mqtt:
         if self.s["discovery"] and not session.subscribe(self.s["discovery_prefix"] + "/status"):
             return
         plug = self.app.plug
-        if getattr(plug, "state_topic", None) and self.plug_topic_ok:
+        if getattr(plug, "state_topic", None):
             if not session.subscribe(plug.state_topic):  # a relay on MQTT: the off switch
                 return
         # last: retained commands arrive after the setup, not inside a wait for a SUBACK
@@ -364,7 +358,7 @@ class Mqtt:
             out.update(self.session.status())
         else:
             out.update(dict.fromkeys(mqttlink.COUNTERS, 0))
-            why = self.problem or "waiting for the charger's serial"
+            why = "waiting for the charger's serial"
             out.update({"connected": False, "last_error": why})
         out.update(self.counters)
         out["last_refused"] = self.last_refused

@@ -59,14 +59,14 @@ def test_surplus_tracking_load_step_and_venus_outage(tmp_path: Path) -> None:
             return c["charging"] is False and "waiting" in c["reason"]
 
         wait(waiting, 20, "off at night", fw)
-        time.sleep(5)
+        time.sleep(3)
         assert truth(sim)["charger"]["current_a"] < 0.05
         assert truth(sim)["grid_total_w"] > 290  # the house alone
 
         # surplus appears: charging starts and tracks it to a small export
         set_profile(sim, 560, 300)
         wait(lambda: truth(sim)["charger"]["current_a"] > 5, 20, "charging starts", fw)
-        time.sleep(10)
+        time.sleep(7)
         grids = []
         for _ in range(10):
             grids.append(truth(sim)["grid_total_w"])

@@ -122,7 +122,7 @@ def test_update_applied_corrupt_refused_broken_rolled_back(tmp_path: Path) -> No
     root.mkdir()
     lay_out(root)
     with Background(make_world()) as sim:
-        board = BoardRunner(root, sim.endpoints["charger"], healthy_s=8).start()
+        board = BoardRunner(root, sim.endpoints["charger"], healthy_s=6).start()
         try:
             st = board.wait_for(lambda st: st["charger"]["connected"], 30, "the first boot")
             assert st["ota"]["running"] == "app_a"
