@@ -15,6 +15,17 @@ def make_hash(password, salt=None):
     return "sha256$%s$%s" % (binascii.hexlify(salt).decode(), _digest(salt, password))
 
 
+def well_formed(stored):
+    """Is `stored` a hash make_hash() could have made (not, say, a password typed instead)?"""
+    parts = stored.split("$")
+    return (
+        len(parts) == 3
+        and parts[0] == "sha256"
+        and len(parts[2]) == 64
+        and all(c in "0123456789abcdef" for c in parts[1] + parts[2])
+    )
+
+
 def verify(password, stored):
     try:
         kind, salt, digest = stored.split("$")

@@ -227,8 +227,7 @@ class Link:
                 s.current_a = (i + more) / 1000
         s.state = block.number("CS", s.state)
         s.error = block.number("ERR", s.error)
-        t = block.get("T")
-        if t is not None:
+        if block.has("T"):
             s.temperature_c = block.number("T")  # "---" (no sensor) reads None
 
     def _fresh(self, at, now):
@@ -458,8 +457,7 @@ class Link:
         """The charger section changed (API, MQTT): the user's maximum and the volatile
         choice in force at once, not at the next probe. A lower maximum is a battery's limit."""
         s = self.state
-        if s.rated_a is not None:
-            s.max_a = self._max_a()
+        s.max_a = self._max_a()  # None until probed, as before
         volatile = self.settings["volatile"]
         if volatile == "never" and s.volatile:
             self._leave_volatile()

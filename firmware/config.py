@@ -73,31 +73,16 @@ def validate(data, specs=None, prefix=""):
             else:
                 clean[key] = float(value) if spec[0] == "float" else value
     if not prefix and "admin" in specs:  # a whole config: what one field cannot say alone
-        for error in _whole_config_errors(clean):
-            errors.append(error)
+        errors.extend(cold.load("schema").topic_errors(clean))
+        stored = clean["admin"]["password_hash"]
+        if stored and not cold.load("auth").well_formed(stored):
+            # a password typed into this field would lock every change out; like any invalid
+            # field it keeps its default, and flash.py --admin-password sets one again
+            errors.append("admin.password_hash: must be a hash the board made "
+                          "(sha256$salt$digest); set a new password with "
+                          "tools/flash.py --admin-password")
+            clean["admin"]["password_hash"] = ""
     return clean, errors
-
-
-def _whole_config_errors(clean):
-    errors = cold.load("schema").topic_errors(clean)
-    stored = clean["admin"]["password_hash"]
-    if stored and not _is_hash(stored):
-        # a password typed into this field would lock every change out
-        errors.append("admin.password_hash: must be a hash the board made (sha256$salt$digest);"
-                      " set a new password with tools/flash.py --admin-password")
-        clean["admin"]["password_hash"] = ""
-    return errors
-
-
-def _is_hash(stored):
-    parts = stored.split("$")
-    hexdigits = "0123456789abcdef"
-    return (
-        len(parts) == 3
-        and parts[0] == "sha256"
-        and len(parts[2]) == 64
-        and all(c in hexdigits for c in parts[1] + parts[2])
-    )
 
 
 def _shown(spec, value):
@@ -106,6 +91,9 @@ def _shown(spec, value):
     if isinstance(value, (list, dict)):
         return "a list" if isinstance(value, list) else "an object"  # of any depth
     return json.dumps(value)
+
+
+KEPT_IN_SAFE_MODE = ("hostname", "wifi", "http", "uart", "admin")  # the way to fix the board
 
 
 def load(path):
@@ -129,9 +117,6 @@ def load(path):
             safe[key] = values[key]
         return safe, errors, path + " (invalid: safe mode)"
     return values, [], path
-
-
-KEPT_IN_SAFE_MODE = ("hostname", "wifi", "http", "uart", "admin")
 
 
 def restored(path, values):

@@ -317,22 +317,17 @@ class Mqtt:
         """Carry out `<base>/set/<name>` with payload `text`; the reason it was refused."""
         if text is None:
             return "not a short text payload"
-        control = self.app.config["control"]
         if name == "mode":
-            change = {"mode": text.lower()}
-        elif name == "current":
+            errors = self.app.set_mode({"mode": text.lower()})
+            return "; ".join(errors) if errors else None
+        if name == "current":  # a value in force already saves nothing (app.update_config)
             try:
                 amps = float(text)
             except ValueError:
                 return "not a number"
             if amps != amps or amps in (float("inf"), float("-inf")):
                 return "not a number"
-            change = {"manual_current_a": _clamped(amps, self._limits())}
-        if name in ("mode", "current"):
-            key = "mode" if name == "mode" else "manual_current_a"
-            if control[key] == change[key]:
-                return None  # in force already: no save (an automation repeating itself)
-            errors = self.app.set_mode(change)
+            errors = self.app.set_mode({"manual_current_a": _clamped(amps, self._limits())})
             return "; ".join(errors) if errors else None
         if name == "reboot":
             if text != "PRESS":
@@ -358,8 +353,7 @@ class Mqtt:
             out.update(self.session.status())
         else:
             out.update(dict.fromkeys(mqttlink.COUNTERS, 0))
-            why = "waiting for the charger's serial"
-            out.update({"connected": False, "last_error": why})
+            out.update({"connected": False, "last_error": "waiting for the charger's serial"})
         out.update(self.counters)
         out["last_refused"] = self.last_refused
         return out

@@ -11,8 +11,8 @@ it only with us_diff(), and only over short spans."""
 
 def since_start(raw_ms, raw_diff):
     """A non-wrapping ticks_ms made of a wrapping one (raw_ms) and its ticks_diff."""
-    state = [raw_ms(), None]
-    state[1] = state[0]  # the same values as the port's until its first wrap
+    start = raw_ms()
+    state = [start, start]  # the port's last ticks; ours: the same values until its first wrap
 
     def ticks_ms():
         now = raw_ms()

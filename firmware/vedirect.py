@@ -170,6 +170,9 @@ class TextBlock:
             return default
         return bytes(self.buf[span[0] : span[1]]).decode()
 
+    def has(self, label):
+        return self._find(label) is not None
+
     def number(self, label, default=None):
         """The value of field `label` as int ("0x" prefix: hex), without allocating; `default`
         if the field is missing or not a number (the IP22 sends "---" for no temperature)."""
