@@ -68,6 +68,7 @@ class ChargerFaults:
     silent_until: float = 0.0  # sim time until which the line carries nothing
     no_replies: bool = False  # HEX requests are ignored
     reply_delay_s: float = 0.0  # slow replies
+    reply_jitter_s: float = 0.0  # and up to this much more, at random, per reply
     text_pause_s: float = 0.0  # older firmware: no text until this long after the last HEX frame
     error: int = 0  # an ERR code (e.g. 2 battery voltage too high): CS 2 "fault", no output
 
@@ -337,7 +338,8 @@ class VirtualIP22:
                 self._last_hex_in = now
                 reply = self.answer(ev, now)
             if reply is not None and not self.faults.no_replies:
-                self._replies.append((now + self.faults.reply_delay_s, reply))
+                delay = self.faults.reply_delay_s + self.rng.uniform(0, self.faults.reply_jitter_s)
+                self._replies.append((now + delay, reply))
 
     # -- bytes out -----------------------------------------------------------------------
 

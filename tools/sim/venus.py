@@ -45,6 +45,7 @@ class VenusFaults:
     exception: int = 0  # every read answers with this Modbus exception code (e.g. 4)
     frozen: bool = False  # values stop updating (a stuck meter or a hung service)
     meter_dropout: bool = False  # the grid meter is gone: 820-822 read 0, unit 30 is missing
+    silent: bool = False  # requests are taken and never answered (a hung GX, a lost route)
 
 
 @dataclass
@@ -150,6 +151,8 @@ class VenusContext(ModbusServerContext):
     async def async_getValues(
         self, device_id: int, func_code: int, address: int, count: int = 1
     ) -> Any:
+        while self.registers.faults.silent:  # hold the request: no answer while it lasts
+            await asyncio.sleep(0.05)
         if func_code not in (3, 4):
             return ExcCodes.ILLEGAL_FUNCTION
         result = self.registers.read(device_id, address, count)

@@ -125,6 +125,7 @@ class World:
         self._next_venus = 0.0
         self.pv_w = self.load_w = 0.0
         self.grid_w = (0.0, 0.0, 0.0)
+        self.power_back_at: float | None = None  # a power cut ends (the charger boots)
 
     def compute(self, now: float) -> Reading:
         pv, load = self.profile(now)
@@ -156,6 +157,9 @@ class World:
     def step(self, now: float) -> None:
         """Advance the world to `now`; Venus sees a new reading once a second."""
         self.now = now
+        if self.power_back_at is not None and now >= self.power_back_at:
+            self.power_back_at = None
+            self.charger.set_mains(True, now)
         if now >= self._next_venus:
             self.venus.update(self.compute(now))
             self._next_venus = math.floor(now) + 1.0
@@ -259,6 +263,18 @@ FAULT_TABLE: dict[str, tuple[str, str, str, Callable[[Any], Any]]] = {
         parse_seconds,
     ),
     "charger.reboot": ("true: power-cycle the charger now", "charger", "", parse_bool),
+    "charger.power_cut": (
+        "seconds without mains from now: silence and no output, then a boot (uptime 0)",
+        "charger",
+        "",
+        parse_seconds,
+    ),
+    "charger.reply_jitter": (
+        "up to this many seconds more before each HEX answer, at random",
+        "charger",
+        "reply_jitter_s",
+        parse_seconds,
+    ),
     "venus.down": (
         "true: the Modbus TCP service is off (connection refused)",
         "venus",
@@ -272,6 +288,12 @@ FAULT_TABLE: dict[str, tuple[str, str, str, Callable[[Any], Any]]] = {
         parse_exception_code,
     ),
     "venus.frozen": ("true: Venus's values stop updating", "venus", "frozen", parse_bool),
+    "venus.silent": (
+        "true: the GX takes connections and requests but never answers (hung, or unreachable)",
+        "venus",
+        "silent",
+        parse_bool,
+    ),
     "venus.meter_dropout": (
         "true: the grid meter is gone (820-822 read 0, unit 30 missing)",
         "venus",
@@ -291,6 +313,11 @@ def apply_fault(world: World, name: str, value: Any) -> None:
     if name == "charger.reboot":
         if parsed:
             world.charger.reboot(world.now)
+        return
+    if name == "charger.power_cut":
+        if parsed:
+            world.charger.set_mains(False, world.now)
+            world.power_back_at = world.now + parsed
         return
     if name == "charger.silence":
         parsed = world.now + parsed
