@@ -27,6 +27,7 @@ RETRY_MS = 10000
 SWITCH_RETRY_MAX_MS = 600000  # a switch on that keeps failing is tried again this rarely
 SWITCH_OFF_RETRY_MAX_MS = 60000  # off is what failing safe needs: at least once a minute
 CONTROL_PERIOD_S = 0.25  # fresh grid values arrive about once a second: react within this
+DRAW_HISTORY = 24  # the charger's V and I at each control step: 6 s, to match a grid sample
 NO_WATCHDOG_FLAG = "nowdt"
 HEALTHY_S = 60  # an update that has run this long (with the watchdog fed) is kept
 
@@ -73,8 +74,13 @@ class App:
             (("grid_w", 1), ("charger_w", 1), ("setpoint_a", 10)), HISTORY_POINTS
         )
         persisted = self._load_state()
+        zero_off = persisted.get("zero_off")
         self.link = charger.Link(
-            board_.open_uart, config["charger"], self.log, persisted.get("stored_writes", 0)
+            board_.open_uart,
+            config["charger"],
+            self.log,
+            persisted.get("stored_writes", 0),
+            zero_off if isinstance(zero_off, dict) else None,
         )
         self.link.read_only = config.safe_mode
         self.energy = {
@@ -104,8 +110,9 @@ class App:
         if config["plug"]["type"] == "mqtt" and self.mqtt is None:
             self.log("plug.type mqtt needs the broker in mqtt.host: the plug cannot switch")
         self.powered_off = False  # we cut the charger's mains with the plug
-        self.applied = {"setpoint_a": None, "charging": None}
+        self.applied = {"charging": None}  # a switch that went through, where none is confirmed
         self.applied_generation = 0
+        self.draws = []  # (ms, V, I, on) as the link knew them at each control step
         self.failed_set = None  # (setpoint, when) of the last set that did not go through
         self.failed_switch = None  # (on, when, wait ms): a failed switch backs off, doubling
         self.control_errors = 0
@@ -159,6 +166,7 @@ class App:
             "charged_wh": round(self.energy["charged_wh"], 1),
             "grid_wh": round(self.energy["grid_wh"], 1),
             "serial": self.link.state.serial or self._serial_hint,
+            "zero_off": dict(self.link.zero_off),
         }
 
     def persist(self, force=False):
@@ -245,12 +253,50 @@ class App:
         sit.powered_off = self.powered_off
         sit.voltage_v, sit.current_a, sit.state_code = s.voltage_v, s.current_a, s.state
         sit.min_a, sit.max_a, sit.limit_a = s.min_a, s.max_a, s.limit_a
-        sit.charging = s.charging if not self.powered_off else False
-        zero_is_off = s.volatile and s.volatile_off is not False
+        if not s.probed:  # half-way through a probe: not known yet, nothing to decide on
+            sit.min_a = sit.max_a = None
+        sit.charging = self.confirmed_on()
+        zero_is_off = s.volatile and s.volatile_off is not False and not s.device_mode
         sit.can_switch_off = bool(zero_is_off or s.device_mode or self.plug_ready())
+        sit.switch_is_stored = bool(s.device_mode) and not self.powered_off
         sit.stored_only = s.volatile is False
-        sit.budget_full = link.budget.full(ticks_ms())
+        now = ticks_ms()
+        budget = link.budget
+        sit.budget_full = budget.full(now)
+        sit.writes_left = budget.daily_max - budget.used_24h(now)
+        sit.daily_max = budget.daily_max
+        sit.increase_wait_s = budget.increase_wait_ms(now) // 1000
+        if self.poller is not None:
+            sit.grid_failures = getattr(self.poller, "failures", 0)
+            sent = getattr(self.poller.reading, "sent_ms", None)
+            if sent is not None:
+                sit.sample_voltage_v, sit.sample_current_a = self._draw_at(sent)
         return sit
+
+    def confirmed_on(self):
+        """Charging as the charger confirmed it; where nothing is confirmed (a charger that
+        cannot say), the last switch that went through."""
+        if self.powered_off:
+            return False
+        on = self.link.state.charging
+        return on if on is not None else self.applied["charging"]
+
+    def _record_draw(self, now):
+        s = self.link.state
+        draws = self.draws
+        draws.append((now, s.voltage_v, s.current_a, self.confirmed_on()))
+        if len(draws) > DRAW_HISTORY:
+            draws.pop(0)
+
+    def _draw_at(self, at_ms):
+        """The charger's V and I as they were when the grid sample was asked for: the meter
+        saw that draw, not the one now (which a ramp has moved on)."""
+        found = (None, None)
+        for ms, volts, amps, on in self.draws:
+            if ticks_diff(ms, at_ms) > 0:
+                break
+            found = (volts, amps if on is not False else 0.0)
+        return found
 
     async def control_task(self):
         if self.plug_ready():  # the plug may have been left off: know it from the start
@@ -262,6 +308,7 @@ class App:
         while True:
             self.beat("control")
             self.control_steps += 1
+            self._record_draw(ticks_ms())
             try:
                 decision = self.controller.step(ticks_ms(), self.situation())
             except Exception as err:  # a controller bug: fail safe, say why
@@ -274,29 +321,42 @@ class App:
             await asyncio.sleep(CONTROL_PERIOD_S)
 
     async def apply(self, d):
-        """Carry a decision to the charger (or the plug), only what changed."""
+        """Reconcile the charger with the decision on every step: a limit or an on/off that
+        differs from what the charger confirmed is sent (again, after a failure with
+        back-off). The limit goes first, so switching on never runs above the decision."""
         if self.controller.s["mode"] == "off" and not d.safe:
             return
         if self.link.generation != self.applied_generation:  # the charger may do otherwise
             self.applied_generation = self.link.generation
-            self.applied = {"setpoint_a": None, "charging": None}
             self.failed_switch = None
-        if d.charging is not None and d.charging != self.applied["charging"]:
+            self.failed_set = None
+        if d.charging is not False and d.setpoint_a is not None and self._charger_hears():
+            await self._limit(d.setpoint_a)
+        if d.charging is not None and d.charging != self.confirmed_on():
             await self._switch_with_backoff(d.charging)
-        sp = d.setpoint_a
-        if sp is not None and sp != self.applied["setpoint_a"]:
-            failed = self.failed_set
-            if failed and failed[0] == sp and ticks_diff(ticks_ms(), failed[1]) < RETRY_MS:
-                return  # the same request failed a moment ago: not again yet
-            before = self.link.state.limit_a
-            ok = await self.link.set_current(sp)
-            if ok:
-                self.applied["setpoint_a"] = sp
-                self.failed_set = None
-                return
-            self.failed_set = (sp, ticks_ms())
-            if self.link.budget.full(ticks_ms()) and before and sp < before:
-                await self.switch(False)  # it must go down and cannot: off instead
+
+    def _charger_hears(self):
+        return self.link.connected() and self.link.state.probed and not self.powered_off
+
+    async def _limit(self, amps):
+        link = self.link
+        want = link.clamp(amps)
+        if want is None:
+            return
+        have = link.confirmed_limit()
+        if have is not None and abs(have - want) < 0.05:
+            return
+        failed = self.failed_set
+        now = ticks_ms()
+        if failed and failed[0] == want and ticks_diff(now, failed[1]) < RETRY_MS:
+            return  # the same request failed a moment ago: not again yet
+        before = link.state.limit_a
+        if await link.set_current(want):
+            self.failed_set = None
+            return
+        self.failed_set = (want, now)
+        if link.budget.full(now) and before and want < before:
+            await self.switch(False)  # it must go down and cannot: off instead
 
     async def _switch_with_backoff(self, on):
         """Each failed try may be a stored write (0x0200) or a plug command: the same switch
@@ -317,11 +377,14 @@ class App:
         s = self.link.state
         if on and self.powered_off and self.plug_ready():
             return await self._plug(True)  # unpowered: the charger cannot hear us
-        if s.volatile or s.device_mode:
+        if (s.volatile or s.device_mode) and self._charger_hears():
             if await self.link.set_charging(on):
                 return True
             if not self.plug_ready():
                 return False
+        elif s.volatile or s.device_mode:
+            if not self.plug_ready():
+                return False  # it cannot hear us now: again when it is back
         if self.plug_ready():
             return await self._plug(on)
         return on  # nothing to switch with: it charges

@@ -19,11 +19,14 @@ RETRIES = 2  # tries after the first, for a request without an answer
 LINK_TIMEOUT_MS = 3000  # no valid frame (text or HEX) for this long: the link is down
 HEX_FRESH_MS = 2500  # text values lag the async HEX ones; prefer HEX this long
 NETWORK_MODE_EXTERNAL = 0x05  # 0x200E: networked + external control (never 0x09, the BMS bit)
+EXTERNAL_CONTROL_BIT = 0x04  # an async 0x200E without it: the charger dropped our mode
+SERIAL_REG = 0x010A
 DAY_MS = 24 * 3600 * 1000
 READ_BUFFER = 256
 PROBE_RETRY_MS = 30000  # a charger that does not answer HEX is asked again this often
 REREAD_MS = 60000  # on/off and the stored limit are read back this often (VictronConnect may
 # change them through the charger's Bluetooth module, which shares the line)
+LAPSED_MS = 50000  # silent this long: the charger may have dropped 0x200E/0x2015 (60 s)
 IGNORED_MS = 30000  # the current above a confirmed 0x2015 this long: the charger ignores it
 MIN_STEP_A = 1.0  # a refused value below the minimum raises the learned minimum by this
 
@@ -61,6 +64,12 @@ class WriteBudget:
             if wait > 0:
                 return "next increase allowed in %d s" % ((wait + 999) // 1000)
         return None
+
+    def increase_wait_ms(self, now_ms):
+        """Until a stored increase is allowed (0: now)."""
+        if self.last_ms is None:
+            return 0
+        return max(0, self.min_interval_ms - ticks_diff(now_ms, self.last_ms))
 
     def full(self, now_ms):
         self._expire(now_ms)
@@ -119,9 +128,10 @@ class ChargerState:
 
 
 class Link:
-    def __init__(self, open_port, settings, log=print, persisted_writes=0):
+    def __init__(self, open_port, settings, log=print, persisted_writes=0, zero_off=None):
         """`open_port()` -> a port with async readinto(buf), write(data), async drain(),
-        close(). `settings` is the config's "charger" section."""
+        close(). `settings` is the config's "charger" section. `zero_off`: {serial: bool},
+        what 0x2015 = 0 did on chargers seen before (it is asked once per charger, ever)."""
         self.open_port = open_port
         self.settings = settings
         self.log = log
@@ -148,6 +158,8 @@ class Link:
         self.busy_us = 0  # time spent parsing, for the CPU share
         self.desired_current = None  # what the controller wants, re-sent on the volatile path
         self.desired_on = None
+        self.zero_off = dict(zero_off or {})
+        self._mode_sent_ms = None  # 0x200E = 0x05 confirmed then (None: send before 0x2015)
         self._port = None
         self._lock = asyncio.Lock()
         self._got = asyncio.Event()
@@ -198,6 +210,9 @@ class Link:
             if ev.ok:
                 if not self.connected(now):  # (back) after silence, e.g. mains restored
                     self.probe_failures = 0
+                    last = self.state.last_frame_ms
+                    if last is not None and ticks_diff(now, last) >= LAPSED_MS:
+                        self._lapsed()
                 self.state.last_frame_ms = now
                 if ev.kind == "text":
                     self._on_text(ev, now)
@@ -279,12 +294,33 @@ class Link:
             uptime = frame.unpack_sized(False)
             if uptime is not None and s.uptime_s is not None and uptime + 2 < s.uptime_s:
                 self.log("charger restarted (uptime %d s -> %d s)" % (s.uptime_s, uptime))
-                s.probed = False  # volatile settings are gone: probe and apply again
-                self._volatile_sent_ms = None
+                self._restarted()
             s.uptime_s = uptime
+        elif reg == ip22.LINK_NETWORK_MODE:
+            mode = frame.unpack_sized(False)
+            if mode is not None and not mode & EXTERNAL_CONTROL_BIT:
+                self._mode_sent_ms = None  # not (or no longer) ours: again before 0x2015
         elif reg == 0xEDF0:
             raw = frame.unpack_sized(False)
             s.stored_limit_a = None if raw is None else raw / 10
+
+    def _lapsed(self):
+        """Silent longer than the charger keeps its link registers: 0x2015 is gone."""
+        self.state.volatile_limit_a = None
+        self._volatile_sent_ms = None
+        self._mode_sent_ms = None
+        self.generation += 1
+
+    def _restarted(self):
+        """The charger booted: its link registers (0x200E, 0x2015) are gone, what it does now
+        is its stored settings. Probe again; the app sees the new generation and reconciles."""
+        s = self.state
+        s.probed = False
+        s.volatile_limit_a = None
+        self._volatile_sent_ms = None
+        self._mode_sent_ms = None
+        self._over_since = None
+        self.generation += 1
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -392,12 +428,31 @@ class Link:
         s.device_mode = await self._answers(ip22.DEVICE_MODE)
         if s.device_mode:
             await self._read_mode()
+        if s.serial is None:
+            await self._read_serial()
+        if s.volatile_off is None:
+            s.volatile_off = self.zero_off.get(s.serial)  # asked once per charger, ever
         s.probed = True
+        self.generation += 1  # what it does now may not be what was applied: reconcile
         self.log(
             "charger %s: %s..%s A, volatile limit %s, on/off %s"
             % (s.model, s.min_a, s.max_a, _yes(s.volatile), _yes(s.device_mode))
         )
         return True
+
+    async def _read_serial(self):
+        answer = await self.get(SERIAL_REG)
+        if answer is not None and not answer[0]:
+            text = bytes(answer[1]).split(b"\0")[0]
+            try:
+                self.state.serial = text.decode() or None
+            except UnicodeError:
+                pass
+
+    def confirmed_limit(self):
+        """The limit the charger confirmed on the path in use (None: none confirmed)."""
+        s = self.state
+        return s.volatile_limit_a if s.volatile else s.stored_limit_a
 
     async def _get_scaled(self, reg):
         answer = await self.get(reg)
@@ -440,6 +495,8 @@ class Link:
         self.desired_current = amps
         if self.state.volatile:
             ok = await self._set_volatile(amps)
+            if ok and self.state.volatile_off and not self.state.device_mode:
+                self.state.charging = True  # 0 was its off: any other limit is on
             if ok is not False or self._below_minimum(amps):
                 return bool(ok)
             self.log("volatile limit refused: using the stored limit 0xEDF0 from now on")
@@ -498,37 +555,46 @@ class Link:
         return True
 
     async def set_charging(self, on):
-        """Switch charging on or off: 0x2015 = 0 when the volatile path works and this
-        charger takes 0 as off, else 0x0200 (its storage is not documented, so it is budgeted
-        like a stored write). False when this charger offers no way to switch off (the app
-        then uses the plug)."""
+        """Switch charging on or off by the documented switch 0x0200 (its storage is not
+        documented, so it is budgeted like a stored write). Only a charger without it is
+        asked whether 0x2015 = 0 (outside its announced range) is off: once per charger
+        serial, remembered. False when there is no way to switch off (the app then uses the
+        plug). Switching on never raises the limit above the one asked for last."""
         if self.read_only:
             self.last_skip = "safe mode: the charger is not touched"
             return False
         s = self.state
         self.desired_on = on
+        if s.device_mode:
+            return await self._set_mode(on)
         if s.volatile and s.volatile_off is not False:
-            current = self.desired_current if self.desired_current is not None else s.max_a
+            current = self.desired_current if self.desired_current is not None else s.min_a
+            if current is None:
+                return False
             ok = await self._set_volatile(current if on else 0)
             if ok:
                 s.charging = on
                 if not on:
-                    s.volatile_off = True
+                    self._learn_zero_off(True)
                 return True
             echo = self.echo
             if ok is None or on or echo is None or echo[0] != ip22.LINK_CHARGE_CURRENT_LIMIT:
                 return False
             # refused, or clamped to its minimum: 0 is not "off" on this charger
             self.log("charger does not take 0x2015 = 0 as off")
-            s.volatile_off = False
-            if s.min_a is not None and not s.device_mode:
-                await self._set_volatile(s.min_a)  # the least it will do, until switched
-        if s.device_mode:
-            return await self._set_mode(on)
+            self._learn_zero_off(False)
+            if s.min_a is not None:
+                await self._set_volatile(s.min_a)  # the least it will do
         if on:
             return True  # nothing switched it off: it charges
         self.last_skip = "this charger cannot be switched off over VE.Direct"
         return False
+
+    def _learn_zero_off(self, value):
+        s = self.state
+        s.volatile_off = value
+        if s.serial:
+            self.zero_off[s.serial] = value
 
     async def _set_mode(self, on):
         s = self.state
@@ -552,9 +618,14 @@ class Link:
         mode = await self._get_scaled(ip22.DEVICE_MODE)
         self.state.charging = None if mode not in (0, 1, 2, 3, 4) else mode in (1, 2, 3)
 
-    async def _set_volatile(self, amps):
-        """0x200E (external control) then 0x2015; True, False (refused) or None (no answer)."""
-        ok = await self._set(ip22.LINK_NETWORK_MODE, bytes([NETWORK_MODE_EXTERNAL]))
+    async def _set_volatile(self, amps, refresh=False):
+        """0x2015, after 0x200E (external control) when that is not in force: after the
+        probe, a restart, the charger's own 0x200E without our bit, and with each refresh
+        (the charger forgets both after 60 s). True, False (refused) or None (no answer)."""
+        ok = True
+        if refresh or self._mode_sent_ms is None:
+            ok = await self._set(ip22.LINK_NETWORK_MODE, bytes([NETWORK_MODE_EXTERNAL]))
+            self._mode_sent_ms = ticks_ms() if ok else None
         if ok:
             raw = ip22.encode(ip22.LINK_CHARGE_CURRENT_LIMIT, amps)
             ok = await self._set(ip22.LINK_CHARGE_CURRENT_LIMIT, vedirect.pack("un16", raw))
@@ -596,15 +667,11 @@ class Link:
         if not s.volatile or sent is None:
             return
         if ticks_diff(ticks_ms(), sent) >= self.settings["volatile_refresh_s"] * 1000:
-            amps = self.desired_current
-            if self.desired_on is False and s.volatile_off is not False:
-                amps = 0
-            elif self.desired_on is False and not s.device_mode:
-                amps = s.min_a  # it cannot be switched off: the least it will do
+            amps = s.volatile_limit_a  # what is confirmed: 0 where that is its off
             if amps is None:
-                amps = s.volatile_limit_a  # what was last confirmed, e.g. an early "off"
+                amps = self.desired_current
             if amps is not None:
-                await self._set_volatile(amps)
+                await self._set_volatile(amps, True)
 
     async def reread(self):
         """Read back what someone else may have changed: on/off and the stored limit."""
@@ -613,7 +680,7 @@ class Link:
             return
         self._reread_ms = now
         s = self.state
-        if s.device_mode and not (s.volatile and s.volatile_off):
+        if s.device_mode:
             before = s.charging
             await self._read_mode()
             wanted = self.desired_on
@@ -654,8 +721,7 @@ class Link:
         elif ticks_diff(now, self._over_since) >= IGNORED_MS:
             self.log("charger delivers %.1f A over its confirmed 0x2015 limit of %s A: "
                      "using the stored limit 0xEDF0 from now on" % (amps, limit))
-            self._leave_volatile()
-            await self._reapply()
+            self._leave_volatile()  # the app reconciles: the stored limit from now on
 
     # -- running -----------------------------------------------------------------------------
 
@@ -720,17 +786,9 @@ class Link:
         if await self.probe():
             self._probe_failed_ms = None
             self.probe_failures = 0
-            await self._reapply()
         else:
             self._probe_failed_ms = now
             self.probe_failures += 1
-
-    async def _reapply(self):
-        """After a (re)probe: what the controller asked for before, again."""
-        if self.desired_current is not None:
-            await self.set_current(self.desired_current)
-        if self.desired_on is not None:
-            await self.set_charging(self.desired_on)
 
     def names(self):
         """(state, error, off reasons) as words. ip22text.py is read in only for a code not

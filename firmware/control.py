@@ -1,13 +1,20 @@
 """The surplus controller. Pure: `step(now_ms, situation)` returns a Decision with a reason in
-plain words; no I/O, no clock, no sleeping. The app (and tools/bench.py) applies decisions.
+plain words; no I/O, no clock, no sleeping. The app (and tools/bench.py) applies decisions and
+reconciles them with what the charger confirms.
 
-Auto mode: the charger may draw what it draws now, minus what the grid imports, plus the target
-grid power (a small export margin). Steps down on the first reading that shows import; rises
-calmly (a slew limit, a deadband, a settling time); never above the user's maximum nor above
-what the battery takes in absorption and float. Below the charger's minimum current it switches
-charging off (after a delay) and back on when the surplus has covered the minimum for a while.
-Stale grid data or a lost charger link -> the safe state.
+Auto mode: the charger may draw what it drew when the meter took its sample, minus what the
+grid imports, plus the target grid power (a small export margin). Steps down on the first
+reading that shows import (sooner on a falling trend, and faster than the charger's own time
+constant by holding the minimum for a moment); rises on each fresh reading; never above the
+user's maximum nor above what the battery takes in absorption and float. Below the charger's
+minimum current it holds the minimum until the import this costs reaches a small energy (or a
+delay), then switches off; on again when the surplus has covered the minimum plus a margin for
+a moment. Switching on and raising a stored limit cost flash writes: they are paced over the
+day. Stale grid data or a lost charger link -> the safe state; a GX that says it has no value
+(refused, exception, meter gone) -> the minimum at once, the safe state when stale.
 """
+
+import math
 
 OFF = "off"
 MANUAL = "manual"
@@ -22,6 +29,16 @@ HOUSE_IDLE_W = 30  # a house battery discharging less than this is idle (its own
 FROZEN_DRAW_W = 100  # the charger's draw moved this much ...
 FROZEN_AFTER_MS = 10000  # ... and the grid value stayed exactly the same this long: frozen
 SETTLED_MS = 8000  # after a change, the charger's current has followed (about 4 time constants)
+GX_FAILED_POLLS = 2  # polls in a row that the GX answered with "no value": hold the minimum
+LOOP_DELAY_S = 1.0  # a meter sample reaches a command about this much later
+TREND_STEP_W = 10  # a fall smaller than this between two readings is noise, not a trend
+OVERDRIVE_MIN_S = 0.3  # a shorter hold at the minimum is not worth two commands
+READING_GAP_S = 3.0  # the import energy counts at most this long per reading
+PACE_DAY_H = 12  # the stored writes of a day are spread over its daylight hours ...
+RESERVE_SHARE = 0.2  # ... keeping this share of them for going down
+PACE_BURST = 10  # switch-ons and raises of a stored limit that may come in a row
+PENDING_MS = 30000
+ROOM_MAX = 64  # readings kept for the stored rise's window  # a switch the charger has not confirmed: asked for again this long
 
 
 class Situation:
@@ -32,6 +49,7 @@ class Situation:
         self.grid_seq = 0  # counts new grid values
         self.grid_age_s = None
         self.grid_error = None  # why the grid value is missing, for the reason
+        self.grid_failures = 0  # polls in a row the GX answered with "no value" (evidence)
         self.battery_w = None  # the house battery (Venus 842), + = charging; None: unknown
         self.link_up = False
         self.link_seen = False  # a valid frame has arrived since boot
@@ -39,14 +57,20 @@ class Situation:
         self.powered_off = False  # we cut the charger's mains (plug): no link is expected
         self.voltage_v = None
         self.current_a = None
+        self.sample_voltage_v = None  # V and I when the grid sample was asked for (None:
+        self.sample_current_a = None  # not known: the values now are used)
         self.state_code = None
         self.min_a = None
         self.max_a = None
-        self.charging = None  # as confirmed
+        self.charging = None  # as confirmed (None: the charger cannot say)
         self.can_switch_off = False
+        self.switch_is_stored = False  # switching is 0x0200: a flash write, paced
         self.stored_only = False  # only 0xEDF0 works: every setpoint change is a flash write
         self.limit_a = None  # the limit in force, as confirmed
         self.budget_full = False  # no stored write left today: the limit cannot go down
+        self.writes_left = None  # stored writes left in the last 24 h (None: no limit known)
+        self.daily_max = None
+        self.increase_wait_s = 0  # until the write budget allows a stored increase
 
 
 class Decision:
@@ -61,18 +85,54 @@ def floor_tenth(amps):
     return int(amps * 10 + 1e-6) / 10
 
 
+class Pacer:
+    """Tokens for what costs a stored write going up (a switch-on by 0x0200, a higher 0xEDF0):
+    a burst for a cloudy hour, refilled so that a day's budget lasts the day with a reserve
+    for going down and off, which never wait."""
+
+    def __init__(self):
+        self.tokens = PACE_BURST
+        self.at = None
+
+    def _refill(self, now, daily_max):
+        if self.at is not None and daily_max:
+            per_ms = daily_max * (1 - RESERVE_SHARE) / 2 / (PACE_DAY_H * 3600000)
+            self.tokens = min(PACE_BURST, self.tokens + (now - self.at) * per_ms)
+        self.at = now
+
+    def wait_s(self, now, sit):
+        """0 when a write going up may be spent now, else the seconds until one may."""
+        daily = sit.daily_max
+        if not daily:
+            return 0 if daily is None else 86400
+        self._refill(now, daily)
+        if sit.writes_left is not None and sit.writes_left <= daily * RESERVE_SHARE:
+            return 3600  # the rest of the day's writes are kept for going down
+        if self.tokens >= 1:
+            return 0
+        per_s = daily * (1 - RESERVE_SHARE) / 2 / (PACE_DAY_H * 3600)
+        return int((1 - self.tokens) / per_s) + 1
+
+    def spend(self):
+        self.tokens -= 1
+
+
 class Controller:
     def __init__(self, settings):
         """`settings` is the config's "control" section."""
         self.s = settings
         self.setpoint_a = None
-        self.on = None
+        self.on = None  # what we want: True/False; None before the first decision
+        self.on_ms = None  # when we last asked for a switch
         self.last_seq = None
         self.changed_ms = None  # when the setpoint last went up (settling)
         self.raised_ms = None
         self.below_since = None  # surplus short of the minimum since (ms)
+        self.short_ws = 0.0  # import the minimum has cost since then, W*s
         self.above_since = None  # surplus enough for the minimum since (ms)
         self.available_w = None
+        self.readings = []  # (ms, available W) of the last three fresh readings: the trend
+        self.overdrive = None  # (until ms, then A): holding the minimum to fall faster
         self.guarded_w = 0  # house battery discharge left out of the surplus, W
         self.same_grid = None  # (grid W, since ms, charger W then): see _frozen
         self.frozen = None  # why the grid value is taken as frozen, until it moves
@@ -81,8 +141,9 @@ class Controller:
         self.learn_tried_ms = None  # when we last powered an unknown charger up to probe it
         self.powered_on_ms = None  # when we switched the charger's mains on (it boots)
         self.retry_ms = None  # a charger that did not come up: no new power-up before this
-        self.rise_since = None  # stored-only: since when the surplus allows more
-        self.rise_to = None  # stored-only: the lowest current that surplus allowed since then
+        self.room = []  # stored-only: (ms, A) the surplus allowed at each reading, a window
+        self.recovered = True  # no decision yet, or back from the safe state: no waiting
+        self.pacer = Pacer()
         self.decision = Decision(reason="starting")
 
     # -- helpers ---------------------------------------------------------------------------
@@ -93,16 +154,30 @@ class Controller:
     def _since(self, now, start):
         return (now - start) / 1000 if start is not None else 0
 
-    def _safe(self, sit, why):
-        if self.s["safe_state"] == "off" and (sit.can_switch_off or sit.powered_off):
-            self.on = False
+    def _safe(self, sit, why, minimum=False):
+        """The user's safe state; `minimum`: hold the least current until then (a GX that
+        says it has no value: the surplus is not known, the house may import)."""
+        self.overdrive = None
+        self.recovered = True
+        self.readings = []  # no trend across a gap in the data
+        if not minimum and self.s["safe_state"] == "off" and (
+            sit.can_switch_off or sit.powered_off
+        ):
+            self._want(False, None)
             return Decision(None, False, "safe: %s; charging off" % why, True)
         low = sit.min_a
         self.setpoint_a = low
+        if minimum and sit.charging is False:
+            return Decision(None, None, "safe: %s; charging stays off" % why, True)
         note = ""
         if low is not None and sit.voltage_v:
             note = " (about %d W)" % (low * sit.voltage_v / self.s["efficiency"])
         return Decision(low, True, "safe: %s; holding the minimum %s A%s" % (why, low, note), True)
+
+    def _want(self, on, now):
+        if on != self.on:
+            self.on_ms = now
+        self.on = on
 
     # -- the step ---------------------------------------------------------------------------
 
@@ -165,9 +240,20 @@ class Controller:
             if sit.grid_error:
                 age += " (%s)" % sit.grid_error
             return self._safe(sit, age)
+        if sit.grid_failures >= GX_FAILED_POLLS:
+            why = "the GX has no grid value (%s)" % (sit.grid_error or "failed polls")
+            return self._safe(sit, why, True)
         frozen = self._frozen(now, sit)
         if frozen:
             return self._safe(sit, frozen)
+        od = self.overdrive
+        if od is not None and now >= od[0]:  # held the minimum long enough: the new limit
+            self.overdrive = None
+            self.setpoint_a = od[1]
+            self.decision = Decision(od[1], True, "down to %s A: the current got there by "
+                                     "holding the minimum" % od[1])
+            if sit.grid_seq == self.last_seq:
+                return self.decision
         if sit.grid_seq == self.last_seq and not self.decision.safe:
             return self.decision  # act on fresh meter readings only
         self.last_seq = sit.grid_seq
@@ -193,14 +279,32 @@ class Controller:
                 sit.grid_w, moved)
         return self.frozen
 
+    def _lead(self, now, available):
+        """A surplus that fell on two readings in a row goes on falling while the charger
+        follows: act on where it will be (charger time constant + loop delay) later. One
+        step is not a trend."""
+        r = self.readings
+        r.append((now, available))
+        if len(r) > 3:
+            r.pop(0)
+        if len(r) < 3:
+            return 0.0
+        (t0, a0), (_, a1), (t2, a2) = r
+        if a0 - a1 < TREND_STEP_W or a1 - a2 < TREND_STEP_W or t2 <= t0:
+            return 0.0
+        rate = (a0 - a2) * 1000 / (t2 - t0)  # W/s
+        return rate * (self.s["response_s"] + LOOP_DELAY_S)
+
     def _track(self, now, sit):
         s = self.s
         eff = s["efficiency"]
-        volts = sit.voltage_v or 0
-        charging = self.on if self.on is not None else bool(sit.charging)
+        volts = sit.sample_voltage_v or sit.voltage_v or 0
+        confirmed = sit.charging
+        charging = confirmed if confirmed is not None else self.on is not False
+        amps = sit.sample_current_a if sit.sample_current_a is not None else sit.current_a
         drawing = 0.0
-        if charging and not sit.powered_off and sit.current_a and volts:
-            drawing = max(0.0, sit.current_a) * volts / eff
+        if charging and not sit.powered_off and amps and volts:
+            drawing = max(0.0, amps) * volts / eff
         available = drawing - sit.grid_w + s["target_grid_w"]
         discharge = -sit.battery_w if sit.battery_w is not None else 0
         self.guarded_w = 0
@@ -208,43 +312,78 @@ class Controller:
             # ESS holding the grid at its setpoint would feed us from the house battery
             self.guarded_w = discharge
             available -= discharge
+        lead = self._lead(now, available)
+        gap_s = READING_GAP_S
+        if len(self.readings) > 1:
+            gap_s = min(gap_s, (now - self.readings[-2][0]) / 1000)
         self.available_w = available
+        available -= lead
         if not volts or sit.min_a is None:
             return Decision(None, None, "waiting: the charger's voltage and minimum are not known")
+        volts = sit.voltage_v or volts
         min_w = sit.min_a * volts / eff
+        pending = self._pending(now, sit, available, min_w)
+        if pending is not None:
+            return pending
         if sit.stored_only:
             return self._stored(now, sit, available, volts, min_w, charging, drawing)
         if not charging:
             return self._maybe_enable(now, sit, available, min_w)
+        self.recovered = False
         if available < min_w - s["disable_threshold_w"]:
-            self.above_since = None
-            if self.below_since is None:
-                self.below_since = now
-            waited = self._since(now, self.below_since)
-            if waited >= s["disable_delay_s"] and (sit.can_switch_off or sit.powered_off):
-                self.on = False
-                self.setpoint_a = sit.min_a
-                return Decision(
-                    None,
-                    False,
-                    "off: %d W available, the minimum needs %d W" % (available, min_w),
-                )
+            return self._short(now, sit, available, min_w, gap_s)
+        self.below_since = None
+        self.short_ws = 0.0
+        return self._regulate(now, sit, available, volts, lead)
+
+    def _pending(self, now, sit, available, min_w):
+        """A switch asked for and not confirmed yet (the app sends it again, with back-off):
+        say so, never describe the state wanted as the one the charger is in."""
+        confirmed = sit.charging
+        if confirmed is None or self.on is None or confirmed == self.on or sit.powered_off:
+            return None
+        if self.on_ms is not None and now - self.on_ms > PENDING_MS:
+            self.on = confirmed  # given up: decide afresh from what it does
+            return None
+        if self.on and available >= min_w:
+            return Decision(self.setpoint_a or sit.min_a, True,
+                            "switching on: the charger still reports off")
+        if not self.on and available < min_w + self.s["enable_threshold_w"]:
+            return Decision(None, False, "switching off: the charger still reports on")
+        self.on = confirmed  # the surplus is back (or gone): what it does is what we want
+        return None
+
+    def _short(self, now, sit, available, min_w, gap_s):
+        """Below the minimum: hold it while the import it costs stays small, then off."""
+        s = self.s
+        self.above_since = None
+        self.overdrive = None
+        if self.below_since is None:
+            self.below_since = now
+            self.short_ws = 0.0
+        self.short_ws += (min_w - available) * gap_s
+        waited = self._since(now, self.below_since)
+        can_off = sit.can_switch_off or sit.powered_off
+        if can_off and (self.short_ws >= s["off_after_ws"] or waited >= s["disable_delay_s"]):
+            self._want(False, now)
             self.setpoint_a = sit.min_a
-            if not sit.can_switch_off:
-                return Decision(
-                    sit.min_a,
-                    True,
-                    "at the minimum %s A: importing about %d W (this charger cannot be "
-                    "switched off)" % (sit.min_a, min_w - available),
-                )
+            return Decision(
+                None, False, "off: %d W available, the minimum needs %d W" % (available, min_w)
+            )
+        self.setpoint_a = sit.min_a
+        if not can_off:
             return Decision(
                 sit.min_a,
                 True,
-                "at the minimum: %d W short for %d/%d s before switching off"
-                % (min_w - available, waited, s["disable_delay_s"]),
+                "at the minimum %s A: importing about %d W (this charger cannot be "
+                "switched off)" % (sit.min_a, min_w - available),
             )
-        self.below_since = None
-        return self._regulate(now, sit, available, volts)
+        return Decision(
+            sit.min_a,
+            True,
+            "at the minimum: %d W short, %d of %d W*s of import before switching off"
+            % (min_w - available, self.short_ws, s["off_after_ws"]),
+        )
 
     def _maybe_enable(self, now, sit, available, min_w):
         s = self.s
@@ -256,36 +395,60 @@ class Controller:
                 "the charger did not answer after its last power-up; again in %d s"
                 % ((self.retry_ms - now) // 1000),
             )
-        if available >= need:
-            if self.above_since is None:
-                self.above_since = now
-            waited = self._since(now, self.above_since)
-            if waited >= s["enable_delay_s"]:
-                self.on = True
-                self.above_since = None
-                if sit.powered_off:
-                    self.powered_on_ms = now
-                self.setpoint_a = sit.min_a
-                self.changed_ms = now
-                return Decision(sit.min_a, True, "on: %d W surplus covers the minimum" % available)
+        if available < need:
+            self.above_since = None
+            self._want(False, now)
+            return Decision(
+                None, False, "waiting: surplus %d W below the %d W minimum" % (max(available, 0),
+                                                                               need)
+            )
+        if self.above_since is None:
+            self.above_since = now
+        waited = self._since(now, self.above_since)
+        if waited < s["enable_delay_s"] and not self.recovered:
             return Decision(
                 None,
                 False,
                 "waiting: %d W surplus for %d/%d s before switching on"
                 % (available, waited, s["enable_delay_s"]),
             )
+        if sit.switch_is_stored:
+            wait = self.pacer.wait_s(now, sit)
+            if wait:
+                return Decision(None, False, "waiting: %d W surplus; switching on is a stored "
+                                "write, the next in %d s (the day's budget)" % (available, wait))
+            self.pacer.spend()
+        self._want(True, now)
         self.above_since = None
-        return Decision(
-            None, False, "waiting: surplus %d W below the %d W minimum" % (max(available, 0), need)
-        )
+        self.recovered = False
+        if sit.powered_off:
+            self.powered_on_ms = now
+        amps = floor_tenth(min(max(available, 0) * s["efficiency"] / sit.voltage_v, sit.max_a))
+        self.setpoint_a = max(amps, sit.min_a) if not sit.stored_only else self.setpoint_a
+        self.changed_ms = now
+        return Decision(self.setpoint_a, True, "on: %d W surplus covers the minimum" % available)
 
-    def _regulate(self, now, sit, available, volts):
+    def _overdrive_s(self, amps_now, new, low):
+        """How long to hold the minimum so that a first-order current falls from `amps_now`
+        to `new` (then set `new`): tau * ln((I - Imin) / (Inew - Imin)) minus the loop delay
+        the command has already had."""
+        if amps_now is None or new <= low or amps_now - new < 0.5:
+            return 0
+        ratio = (amps_now - low) / (new - low)
+        if ratio <= 1:
+            return 0
+        hold = self.s["response_s"] * math.log(ratio) - LOOP_DELAY_S / 2
+        return hold if hold >= OVERDRIVE_MIN_S else 0
+
+    def _regulate(self, now, sit, available, volts, lead):
         s = self.s
         eff = s["efficiency"]
         target = floor_tenth(max(available, 0) * eff / volts)
         cap = sit.max_a
         limited_by = "your maximum"
-        current = self.setpoint_a if self.setpoint_a is not None else sit.min_a
+        current = self.setpoint_a
+        if current is None:
+            current = sit.limit_a if sit.limit_a is not None else sit.max_a
         settled = self.changed_ms is None or now - self.changed_ms >= SETTLED_MS
         if sit.state_code in ABSORPTION_AND_AFTER or (
             settled and sit.current_a is not None and sit.current_a < current - s["not_taking_a"]
@@ -296,16 +459,34 @@ class Controller:
             if max(taking, current) < cap:
                 cap, limited_by = max(taking, current), "what the battery takes"
         target = min(max(target, sit.min_a), cap)
+        trend = " (falling: %d W ahead)" % lead if lead else ""
+        od = self.overdrive
+        if od is not None and target > od[1] + 0.5:
+            self.overdrive = od = None  # the surplus came back meanwhile
+        if od is not None:  # holding the minimum to fall faster
+            if target < od[1]:
+                self.overdrive = (od[0], target)
+            return Decision(sit.min_a, True, "down to %s A: holding the minimum %s A until the "
+                            "current is there" % (self.overdrive[1], sit.min_a))
         if target < current:  # import (or about to): down at once
-            self.setpoint_a = target
             self.changed_ms = now
-            reason = "down to %s A: %d W available" % (target, available)
+            hold = self._overdrive_s(sit.current_a, target, sit.min_a)
+            if s["overdrive"] and hold:
+                self.overdrive = (now + int(hold * 1000), target)
+                self.setpoint_a = target
+                return Decision(sit.min_a, True, "down to %s A: %d W available%s; holding the "
+                                "minimum for %.1f s to get there sooner" % (target, available,
+                                                                             trend, hold))
+            self.setpoint_a = target
+            reason = "down to %s A: %d W available%s" % (target, available, trend)
         elif target - current < s["deadband_w"] * eff / volts:
             reason = "holding %s A: %d W available" % (current, available)
             if target >= cap and current >= cap:
                 reason = "at %s A, limited by %s" % (current, limited_by)
+            self.setpoint_a = current
         elif self.changed_ms is not None and now - self.changed_ms < self._ms(s["settle_s"]):
             reason = "settling at %s A" % current
+            self.setpoint_a = current
         else:
             since = self._since(now, self.raised_ms) if self.raised_ms is not None else 1.0
             step = s["rise_a_per_s"] * min(max(since, 1.0), max(s["settle_s"], 1.0))
@@ -320,15 +501,17 @@ class Controller:
 
     def _stored(self, now, sit, available, volts, min_w, charging, drawing):
         """Keep the stored limit where the surplus has been for a while; protect against
-        import with the (wear-free) off switch or a decrease, never with a quick chase up."""
+        import at once with a decrease (or the off switch), raise at most now and then, to the
+        lowest surplus of a short window, paced over the day."""
         s = self.s
         eff = s["efficiency"]
-        if self.setpoint_a is None:
-            self.setpoint_a = sit.max_a if sit.limit_a is None else sit.limit_a
-        sp = self.setpoint_a
+        sp = sit.limit_a if sit.limit_a is not None else self.setpoint_a
+        if sp is None:
+            sp = sit.max_a
+        self.setpoint_a = sp
         fits = floor_tenth(min(max(available, 0) * eff / volts, sit.max_a))
         if not charging:
-            self.rise_since = None
+            self.room = []
             if sit.budget_full:  # only at the limit as it stands
                 min_w = sp * volts / eff
             decision = self._maybe_enable(now, sit, available, min_w)
@@ -338,16 +521,17 @@ class Controller:
                     self.setpoint_a = max(fits, sit.min_a)  # written before the current flows
                 decision.setpoint_a = self.setpoint_a
             return decision
+        self.recovered = False
         need_w = sp * volts / eff
         if sit.state_code in ABSORPTION_AND_AFTER or (
             sit.current_a is not None and sit.current_a < sp - s["not_taking_a"]
         ):
             need_w = min(need_w, drawing)  # the battery takes less than the limit
         if available < need_w - s["deadband_w"]:
-            self.rise_since = None
+            self.room = []
             if available < min_w or not sit.can_switch_off and fits < sit.min_a:
                 if sit.can_switch_off or sit.powered_off:
-                    self.on = False
+                    self._want(False, now)
                     return Decision(
                         None,
                         False,
@@ -359,25 +543,34 @@ class Controller:
                 True,
                 "down to %s A (a stored write): %d W available" % (self.setpoint_a, available),
             )
-        if fits >= sp + s["deadband_w"] * eff / volts and sp < sit.max_a:
-            if self.rise_since is None:
-                self.rise_since, self.rise_to = now, fits
-            self.rise_to = min(self.rise_to, fits)
-            waited = self._since(now, self.rise_since)
-            if waited >= s["stored_rise_after_s"]:
-                self.setpoint_a = self.rise_to
-                self.rise_since = None
+        room = self.room
+        room.append((now, fits))
+        window = self._ms(s["stored_rise_after_s"])
+        while len(room) > ROOM_MAX or now - room[0][0] > window:
+            room.pop(0)
+        lowest = min(a for _, a in room)
+        if fits >= sp + 0.5 and sp < sit.max_a:
+            # the window must have been filled: readings that span it, all with room
+            wait = max(sit.increase_wait_s, (window - (now - room[0][0])) // 1000)
+            if lowest < sp + 0.5:
+                wait = max(wait, 1)
+            if wait <= 0:
+                wait = self.pacer.wait_s(now, sit)
+            if wait <= 0:
+                self.pacer.spend()
+                self.setpoint_a = lowest
+                self.room = []
                 return Decision(
-                    self.setpoint_a,
+                    lowest,
                     True,
-                    "up to %s A (a stored write): the surplus "
-                    "held for %d s" % (self.setpoint_a, waited),
+                    "up to %s A (a stored write): the lowest surplus of the last %d s"
+                    % (lowest, s["stored_rise_after_s"]),
                 )
             return Decision(
                 sp,
                 True,
-                "holding %s A: room for %s A for %d/%d s before a stored "
-                "write" % (sp, self.rise_to, waited, s["stored_rise_after_s"]),
+                "holding %s A: room for %s A, a stored write in %d s or later" % (sp, lowest,
+                                                                                  wait),
             )
-        self.rise_since = None
         return Decision(sp, True, "holding %s A: %d W available" % (sp, available))
+

@@ -28,7 +28,7 @@ SCHEMA = {
         "volatile": ("choice", "auto", ("auto", "never")),  # 0x2015 when the charger has it
         "volatile_refresh_s": ("int", 20, 5, 50),  # the charger forgets it after 60 s
         "stored_deadband_a": ("float", 0.5, 0.0, 10.0),
-        "stored_min_interval_s": ("int", 120, 0, 86400),
+        "stored_min_interval_s": ("int", 60, 0, 86400),
         "stored_daily_max": ("int", 150, 0, 1000),
     },
     "control": {
@@ -42,18 +42,21 @@ SCHEMA = {
         "rise_a_per_s": ("float", 5.0, 0.1, 50.0),
         "deadband_w": ("float", 3.0, 0.0, 500.0),
         "not_taking_a": ("float", 1.0, 0.1, 10.0),  # current this far below the limit: full
-        "enable_delay_s": ("float", 1.0, 0.0, 3600.0),
-        "enable_threshold_w": ("float", 0.0, 0.0, 2000.0),
-        "disable_delay_s": ("float", 0.0, 0.0, 3600.0),
+        "enable_delay_s": ("float", 2.0, 0.0, 3600.0),  # surplus for the minimum this long
+        "enable_threshold_w": ("float", 30.0, 0.0, 2000.0),  # ... plus this margin: on
+        "off_after_ws": ("float", 400.0, 0.0, 100000.0),  # import at the minimum: then off
+        "disable_delay_s": ("float", 60.0, 0.0, 3600.0),  # ... or after this long short
         "disable_threshold_w": ("float", 0.0, 0.0, 2000.0),
+        "response_s": ("float", 2.0, 0.0, 30.0),  # the charger's time constant (trend, overdrive)
+        "overdrive": ("bool", True),  # a big step down: hold the minimum, then the new limit
         "safe_state": ("choice", "off", ("off", "minimum")),
         "house_battery_guard": ("bool", True),  # never charge from a discharging house battery
         "stored_rise_after_s": (
             "float",
-            120.0,
+            10.0,
             0.0,
             3600.0,
-        ),  # 0xEDF0 only: surplus held this long
+        ),  # 0xEDF0 only: up to the lowest surplus of this window
     },
     "plug": {  # the off switch for a charger that has none over VE.Direct
         "type": ("choice", "none", ("none", "shelly", "tasmota", "mqtt")),

@@ -32,6 +32,8 @@ CLOSED = "closed"
 PROTOCOL = "protocol"  # a reply that breaks the MBAP/PDU rules
 EXCEPTION = "exception"  # a Modbus exception response
 STALE = "frozen"  # the value stopped changing
+EVIDENCE = (REFUSED, CLOSED, PROTOCOL, EXCEPTION, STALE)  # the GX says it has no value
+BACKOFF_MAX_S = 4  # reconnect this often at most apart: tracking again soon after an outage
 
 EXCEPTION_NAMES = {
     1: "illegal function",
@@ -120,6 +122,7 @@ class Reading:
         self.battery_w = None  # the house battery's power (+ = charging); None: not known
         self.phases = None
         self.at_ms = None
+        self.sent_ms = None  # when it was asked for: the charger's draw is matched to this
         self.seq = 0
 
     def age_s(self, now_ms=None):
@@ -140,6 +143,7 @@ class Poller:
         self.counters = {"reads": 0, "ok": 0, "reconnects": 0, "latency_ms": None}
         self.errors = {}
         self.last_error = None
+        self.failures = 0  # polls in a row that failed with proof: refused, reset, exception
         self.meter = None  # the meter cross-check: None unknown, True in use, False absent
         self._meter_unit = None  # the unit self.meter is about
         self._meter_asked = None  # when an absent meter was last asked; None: ask now
@@ -152,6 +156,8 @@ class Poller:
     def _count_error(self, err):
         self.errors[err.kind] = self.errors.get(err.kind, 0) + 1
         self.last_error = "%s: %s" % (err.kind, err.detail)
+        if err.kind in EVIDENCE:  # a silent GX proves nothing yet: it waits for stale_s
+            self.failures += 1
 
     async def _connect(self):
         """Bounded: a GX that is off drops the SYN, and the watchdog must still be fed."""
@@ -248,8 +254,10 @@ class Poller:
         self._check_frozen(regs)
         r = self.reading
         r.power_w, r.phases, r.at_ms = power, [int16(w) for w in regs], ticks_ms()
+        r.sent_ms = start
         r.battery_w = battery
         r.seq += 1
+        self.failures = 0
         self.counters["ok"] += 1
         self.last_error = None
 
@@ -297,7 +305,7 @@ class Poller:
                 except ModbusError as err:
                     self._count_error(err)
                     await self._sleep(delay, beat)
-                    delay = min(delay * 2, 30)
+                    delay = min(delay * 2, BACKOFF_MAX_S)
                     continue
             try:
                 await self.poll_once()
@@ -308,7 +316,7 @@ class Poller:
                     self._close()  # a fresh connection: no half-read reply left behind
                     self.counters["reconnects"] += 1
                     await self._sleep(delay, beat)
-                    delay = min(delay * 2, 30)
+                    delay = min(delay * 2, BACKOFF_MAX_S)
                     continue
             await asyncio.sleep(self.s["interval_s"])
 
