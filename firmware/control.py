@@ -33,6 +33,7 @@ GX_FAILED_POLLS = 2  # polls in a row that the GX answered with "no value": hold
 LOOP_DELAY_S = 1.0  # a meter sample reaches a command about this much later
 TREND_STEP_W = 10  # a fall smaller than this between two readings is noise, not a trend
 OVERDRIVE_MIN_S = 0.3  # a shorter hold at the minimum is not worth two commands
+OVERDRIVE_MIN_A = 1.0  # nor a smaller step down
 READING_GAP_S = 3.0  # the import energy counts at most this long per reading
 PACE_DAY_H = 12  # the stored writes of a day are spread over its daylight hours ...
 RESERVE_SHARE = 0.2  # ... keeping this share of them for going down
@@ -313,7 +314,7 @@ class Controller:
             self.guarded_w = discharge
             available -= discharge
         lead = self._lead(now, available)
-        gap_s = READING_GAP_S
+        gap_s = LOOP_DELAY_S  # the first reading below stands for about one meter period
         if len(self.readings) > 1:
             gap_s = min(gap_s, (now - self.readings[-2][0]) / 1000)
         self.available_w = available
@@ -397,6 +398,7 @@ class Controller:
             )
         if available < need:
             self.above_since = None
+            self.recovered = False  # decided: a surplus from now on has to last
             self._want(False, now)
             return Decision(
                 None, False, "waiting: surplus %d W below the %d W minimum" % (max(available, 0),
@@ -432,7 +434,7 @@ class Controller:
         """How long to hold the minimum so that a first-order current falls from `amps_now`
         to `new` (then set `new`): tau * ln((I - Imin) / (Inew - Imin)) minus the loop delay
         the command has already had."""
-        if amps_now is None or new <= low or amps_now - new < 0.5:
+        if amps_now is None or new <= low or amps_now - new < OVERDRIVE_MIN_A:
             return 0
         ratio = (amps_now - low) / (new - low)
         if ratio <= 1:

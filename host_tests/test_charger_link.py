@@ -53,7 +53,12 @@ async def until(check: Callable[[], Any], timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-def run_link(body: Body, charger_settings: dict[str, Any] | None = None, **options: Any) -> None:
+def run_link(
+    body: Body,
+    charger_settings: dict[str, Any] | None = None,
+    zero_off: dict[str, bool] | None = None,
+    **options: Any,
+) -> None:
     world = World(
         VirtualIP22(ChargerOptions(**options), Battery(soc=0.3)),
         VenusRegisters(),
@@ -68,7 +73,7 @@ def run_link(body: Body, charger_settings: dict[str, Any] | None = None, **optio
             return SocketPort(*await asyncio.open_connection(host, int(port)))
 
         logs: list[str] = []
-        link = charger.Link(open_port, settings, log=logs.append)
+        link = charger.Link(open_port, settings, log=logs.append, zero_off=zero_off)
         task = asyncio.create_task(link.run())
         try:
             await until(lambda: link.state.probed, 15, "probed\n" + "\n".join(logs))
@@ -136,22 +141,51 @@ def test_an_unanswered_switch_off_is_read_back() -> None:
     run_link(body, volatile="absent")
 
 
-@pytest.mark.parametrize("zero", ["reject", "clamp"])
-def test_zero_that_is_not_off_falls_back_to_the_device_mode(zero: str) -> None:
+def zero_sets(sim: Background) -> int:
+    return sim.call(lambda: sum(
+        1 for _, reg, raw in sim.world.charger.sets if reg == 0x2015 and raw == b"\0\0"))
+
+
+@pytest.mark.parametrize("zero", ["off", "reject"])
+def test_the_device_mode_switches_and_0x2015_stays_in_range(zero: str) -> None:
+    """0x0200 is the documented switch: where it works, 0x2015 = 0 (outside the announced
+    range) is never sent; the limit is set the volatile way all the same."""
+
     async def body(link: charger.Link, sim: Background, logs: list[str]) -> None:
-        assert link.state.volatile is True
+        assert link.state.volatile is True and link.state.device_mode is True
         assert await link.set_current(6.0) is True
         assert await link.set_charging(False) is True
-        assert link.state.volatile_off is False
-        assert any("0x2015 = 0" in line for line in logs), logs
         assert sim.call(lambda: sim.world.charger.on) is False  # 0x0200 = 4
-        assert link.state.volatile is True  # the current is still set the volatile way
         assert await link.set_charging(True) is True
         assert sim.call(lambda: sim.world.charger.on) is True
         assert await link.set_current(4.0) is True
         assert sim.call(lambda: sim.world.charger.link.limit) == 40
+        assert zero_sets(sim) == 0 and link.state.volatile_off is None
 
     run_link(body, volatile_zero=zero)
+
+
+def test_zero_as_off_is_asked_once_per_charger_and_remembered() -> None:
+    """Without 0x0200, whether 0x2015 = 0 is "off" is asked once; the answer is kept per
+    serial (the app persists it), so the next start does not ask again."""
+    known: dict[str, bool] = {}
+
+    async def first(link: charger.Link, sim: Background, logs: list[str]) -> None:
+        assert await link.set_current(6.0) is True
+        assert await link.set_charging(False) is True
+        assert link.state.volatile_off is True and zero_sets(sim) == 1
+        known.update(link.zero_off)
+
+    run_link(first, device_mode="absent")
+    assert known == {"HQ2230XY6XR": True}
+
+    async def again(link: charger.Link, sim: Background, logs: list[str]) -> None:
+        assert link.state.volatile_off is True  # from what was remembered, before any set
+        assert await link.set_charging(False) is True  # 0 is its off: used, not asked
+        assert await link.set_charging(True) is True
+        assert zero_sets(sim) == 1
+
+    run_link(again, zero_off=known, device_mode="absent")
 
 
 def test_zero_that_is_not_off_and_no_device_mode_says_so() -> None:
@@ -209,7 +243,8 @@ def test_a_confirmed_but_ignored_volatile_limit_is_given_up(monkeypatch: Any) ->
         assert await link.set_current(3.0) is True  # confirmed ... and not applied
         await until(lambda: link.state.volatile is False, 15, "volatile given up")
         assert any("over its confirmed 0x2015" in line for line in logs), logs
-        await until(lambda: link.state.stored_limit_a == 3.0, 5, "the stored limit set")
+        assert link.confirmed_limit() == 12.0  # the stored one: the app sees it differ
+        assert await link.set_current(3.0) is True  # ... and sets it, now the stored way
         assert sim.call(lambda: sim.world.charger.stored_limit) == 30
         await until(lambda: link.state.current_a < 4.0, 15, "the current follows")
 
@@ -278,8 +313,9 @@ def test_a_charger_error_is_shown_by_name_and_clears() -> None:
 
 
 def test_an_off_before_any_current_is_kept_up(monkeypatch: Any) -> None:
-    """A night start: 0x2015 = 0 is the first thing sent. The charger forgets it after its
-    link timeout (60 s; 6 s here) unless it is refreshed like any limit."""
+    """A night start on a charger without 0x0200: 0x2015 = 0 is the first thing sent. The
+    charger forgets it after its link timeout (60 s; 6 s here) unless it is refreshed like
+    any limit."""
     monkeypatch.setattr(sim_charger, "LINK_TIMEOUT_S", 6.0)
 
     async def body(link: charger.Link, sim: Background, logs: list[str]) -> None:
@@ -289,20 +325,22 @@ def test_an_off_before_any_current_is_kept_up(monkeypatch: Any) -> None:
         assert sim.call(lambda: sim.world.charger.link.active_limit(sim.world.now)) == 0
         assert link.state.current_a < 0.5
 
-    run_link(body, {"volatile_refresh_s": 5})
+    run_link(body, {"volatile_refresh_s": 5}, device_mode="absent")
 
 
 def test_an_ignored_off_is_done_the_other_way(monkeypatch: Any) -> None:
-    """0x2015 = 0 confirmed and ignored: once the link gives 0x2015 up, off is 0x0200."""
+    """0x2015 = 0 confirmed and ignored (no 0x0200 either): once the link gives 0x2015 up,
+    the charger is no longer believed off, and an off says it cannot (the app's plug)."""
     monkeypatch.setattr(charger, "IGNORED_MS", 3000)
 
     async def body(link: charger.Link, sim: Background, logs: list[str]) -> None:
         assert await link.set_charging(False) is True
         await until(lambda: link.state.volatile is False, 15, "volatile given up")
-        await until(lambda: not sim.call(lambda: sim.world.charger.on), 5, "0x0200 = 4")
-        assert link.state.charging is False
+        assert link.state.charging is None  # it charges, whatever 0 was confirmed as
+        assert await link.set_charging(False) is False
+        assert "cannot be switched off" in link.last_skip
 
-    run_link(body, volatile="ignored")
+    run_link(body, volatile="ignored", device_mode="absent")
 
 
 def test_the_manager_ends_with_its_port_even_if_a_cancel_is_lost() -> None:

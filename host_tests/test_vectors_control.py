@@ -81,6 +81,8 @@ def situation(**changes):
     sit.min_a, sit.max_a, sit.limit_a = 3.0, 12.0, 12.0
     sit.charging = True
     sit.can_switch_off = True
+    if changes.get("powered_off") and "charging" not in changes:
+        sit.charging = False  # as the app reports a charger whose mains we cut
     for key, value in changes.items():
         setattr(sit, key, value)
     return sit
@@ -112,24 +114,35 @@ def test_off_and_manual():
 
 
 def test_surplus_switches_on_after_the_enable_delay_and_tracks():
-    ctl = control.Controller(settings(enable_delay_s=3))
-    d = run_steps(
-        ctl,
-        [
-            (0, dict(charging=False, grid_w=-400)),
-            (1000, dict(charging=False, grid_w=-400)),
-            (3000, dict(charging=False, grid_w=-400)),
-        ],
-    )
+    ctl = control.Controller(settings(enable_delay_s=3, enable_threshold_w=30))
+    off = dict(charging=False)
+    d = run_steps(ctl, [(0, dict(off, grid_w=200))])
+    assert d[0].charging is False and "below the" in d[0].reason
+    # the minimum (3 A, 82 W) plus the 30 W margin: 150 W is enough, for 3 s
+    d = run_steps(ctl, [(1000, dict(off, grid_w=-150, grid_seq=2)),
+                        (2000, dict(off, grid_w=-150, grid_seq=3)),
+                        (4000, dict(off, grid_w=-150, grid_seq=4))])
     assert d[0].charging is False and "waiting" in d[0].reason
-    assert (d[2].charging, d[2].setpoint_a) == (True, 3.0) and d[2].reason.startswith("on:")
-    # charging at 3 A; 400 - 3 A's draw still exported: up, limited by the slew
-    d = run_steps(ctl, [(5000, dict(current_a=3.0, grid_w=-400 + watts(3.0)))])
-    assert d[0].setpoint_a > 3.0 and d[0].setpoint_a <= 3.0 + 5.0 and "up to" in d[0].reason
+    assert d[1].charging is False
+    assert d[2].charging is True and d[2].reason.startswith("on:")
+    assert d[2].setpoint_a == control.floor_tenth((150 - 3) * EFF / V)  # what fits, not more
+    # charging at 5.4 A; more surplus: up to what fits, in one step
+    d = run_steps(ctl, [(6000, dict(current_a=5.4, grid_w=-300, grid_seq=5))])
+    assert d[0].setpoint_a > 5.4 and "up to" in d[0].reason
+
+
+def test_the_first_decision_and_one_after_the_safe_state_do_not_wait():
+    """At start and after a fault the surplus is there already: no enable delay."""
+    ctl = control.Controller(settings(enable_delay_s=3))
+    d = ctl.step(0, situation(charging=False, grid_w=-400))
+    assert d.charging is True and d.setpoint_a == 12.0
+    ctl.step(1000, situation(grid_age_s=None))  # safe: no data
+    d = ctl.step(2000, situation(charging=False, grid_w=-400, grid_seq=9))
+    assert d.charging is True
 
 
 def test_import_steps_down_at_once():
-    ctl = control.Controller(settings())
+    ctl = control.Controller(settings(overdrive=False))
     ctl.on, ctl.setpoint_a = True, 10.0
     d = ctl.step(0, situation(current_a=10.0, grid_w=100))
     # available = 10 A draw - 100 W import - 3 W margin
@@ -137,21 +150,113 @@ def test_import_steps_down_at_once():
     assert d.setpoint_a == expected and d.reason.startswith("down to")
 
 
+def test_a_big_step_down_holds_the_minimum_first():
+    """tau 2 s: from 10 A to 4 A the current needs tau*ln((10-3)/(4-3)) = 3.9 s at the
+    minimum, less the half loop delay already spent; then the new limit, which it holds."""
+    ctl = control.Controller(settings())
+    ctl.on, ctl.setpoint_a = True, 10.0
+    grid = watts(10.0) - watts(4.0) - 3 + 1  # 4 A (less a tenth) is what fits
+    d = ctl.step(0, situation(current_a=10.0, grid_w=grid))
+    assert d.setpoint_a == 3.0 and "holding the minimum" in d.reason
+    until, then = ctl.overdrive
+    assert then == 3.9 and 3000 < until < 3700
+    d = ctl.step(2000, situation(current_a=6.0, grid_w=grid - watts(4.0), grid_seq=2))
+    assert d.setpoint_a == 3.0  # still on its way down: no rise meanwhile
+    d = ctl.step(until, situation(current_a=4.2, grid_seq=2))
+    assert d.setpoint_a == 3.9 and "got there" in d.reason
+    # a small step is just the new limit
+    ctl = control.Controller(settings())
+    ctl.on, ctl.setpoint_a = True, 5.0
+    d = ctl.step(0, situation(current_a=5.0, grid_w=20))
+    assert 4.0 < d.setpoint_a < 5.0 and ctl.overdrive is None
+
+
+def test_a_falling_surplus_is_met_ahead_but_a_step_is_not_a_trend():
+    def run(grids):
+        ctl = control.Controller(settings(overdrive=False))
+        ctl.on, ctl.setpoint_a = True, 12.0
+        for k, grid in enumerate(grids):
+            d = ctl.step(k * 1000, situation(current_a=10.0, grid_w=grid, grid_seq=k + 1))
+        return d
+
+    ramp = run([-100, -50, 0])  # 50 W/s less surplus: 150 W ahead (tau 2 s + 1 s)
+    assert "falling: 150 W ahead" in ramp.reason
+    assert ramp.setpoint_a == control.floor_tenth((watts(10.0) - 0 - 3 - 150) * EFF / V)
+    step = run([-100, 0, 0])
+    assert "falling" not in step.reason
+    noise = run([-100, -95, -90])
+    assert "falling" not in noise.reason
+
+
 def test_below_the_minimum_switches_off_or_holds():
     ctl = control.Controller(settings(disable_delay_s=0))
     ctl.on, ctl.setpoint_a = True, 3.0
     d = ctl.step(0, situation(current_a=3.0, grid_w=100))
     assert d.charging is False and d.reason.startswith("off:")
-    ctl = control.Controller(settings(disable_delay_s=5))
+    # 50 W short: the minimum is held until the import reaches 400 W*s (8 readings)
+    ctl = control.Controller(settings(off_after_ws=400, disable_delay_s=60))
     ctl.on, ctl.setpoint_a = True, 3.0
-    d = ctl.step(0, situation(current_a=3.0, grid_w=100))
-    assert (d.charging, d.setpoint_a) == (True, 3.0) and "before switching off" in d.reason
-    d = ctl.step(5000, situation(current_a=3.0, grid_w=100, grid_seq=2))
-    assert d.charging is False
+    decisions = [ctl.step(k * 1000, situation(current_a=3.0, grid_w=50, grid_seq=k + 1))
+                 for k in range(12)]
+    offs = [k for k, d in enumerate(decisions) if d.charging is False]
+    assert offs and 6 <= offs[0] <= 8, [d.reason for d in decisions]
+    assert "W*s of import before switching off" in decisions[1].reason
+    # a big shortfall: off on the first reading
+    ctl = control.Controller(settings())
+    ctl.on, ctl.setpoint_a = True, 3.0
+    assert ctl.step(0, situation(current_a=3.0, grid_w=900)).charging is False
     ctl = control.Controller(settings())
     ctl.on, ctl.setpoint_a = True, 3.0
     d = ctl.step(0, situation(current_a=3.0, grid_w=100, can_switch_off=False))
     assert (d.charging, d.setpoint_a) == (True, 3.0) and "cannot be switched off" in d.reason
+
+
+def test_switching_on_by_a_stored_write_is_paced():
+    """0x0200 may be a flash write: a burst of switch-ons, then about five an hour (150 a
+    day, a fifth kept for going down); switching off never waits."""
+    ctl = control.Controller(settings(enable_delay_s=0))
+    budget = dict(switch_is_stored=True, daily_max=150, writes_left=150)
+    t, ons = 0, 0
+    for cycle in range(14):
+        d = ctl.step(t, situation(charging=False, grid_w=-500, grid_seq=2 * cycle + 1, **budget))
+        if d.charging:
+            ons += 1
+        else:
+            assert "stored write" in d.reason
+        t += 1000
+        d = ctl.step(t, situation(charging=True, current_a=3.0, grid_w=900,
+                                  grid_seq=2 * cycle + 2, **budget))
+        assert d.charging is False  # off at once, every time
+        t += 1000
+    assert ons == control.PACE_BURST
+    d = ctl.step(t + 15 * 60000, situation(charging=False, grid_w=-500, grid_seq=99, **budget))
+    assert d.charging is True  # refilled at 5 an hour
+    low = dict(budget, writes_left=25)
+    d = control.Controller(settings()).step(0, situation(charging=False, grid_w=-500, **low))
+    assert d.charging is False and "budget" in d.reason  # the rest is kept for going down
+
+
+def test_a_switch_not_confirmed_is_not_described_as_done():
+    ctl = control.Controller(settings())
+    d = ctl.step(0, situation(charging=False, grid_w=-500))
+    assert d.charging is True
+    # the charger still reports off (the switch failed): the reason says so, no "at 12 A"
+    d = ctl.step(1000, situation(charging=False, grid_w=-500, grid_seq=2))
+    assert d.charging is True and "still reports off" in d.reason
+
+
+def test_a_gx_that_says_it_has_no_value_means_the_minimum_at_once():
+    ctl = control.Controller(settings())
+    ctl.on, ctl.setpoint_a = True, 8.0
+    d = ctl.step(0, situation(current_a=8.0, grid_w=-10, grid_failures=1))
+    assert not d.safe  # one failed poll is not yet evidence
+    d = ctl.step(1000, situation(current_a=8.0, grid_w=-10, grid_failures=2,
+                                 grid_error="refused: Modbus TCP is off"))
+    assert d.safe and (d.setpoint_a, d.charging) == (3.0, True) and "refused" in d.reason
+    d = ctl.step(2000, situation(charging=False, grid_failures=2))
+    assert d.safe and d.charging is None  # an off charger is not switched on for it
+    d = ctl.step(12000, situation(grid_age_s=11, grid_failures=12))
+    assert d.safe and d.charging is False  # stale: the safe state
 
 
 def test_stale_data_and_lost_link_fail_safe():
@@ -212,18 +317,26 @@ def test_a_charger_deaf_to_hex_is_switched_off_where_it_can_be():
 
 
 def test_stored_only_holds_and_rises_after_the_window():
-    ctl = control.Controller(settings(stored_rise_after_s=120))
+    """Up to the lowest surplus of the last 10 s, once the write budget's interval allows;
+    down at once on import; off when even the minimum does not fit."""
+    ctl = control.Controller(settings(stored_rise_after_s=10))
     ctl.on = True
-    sit = dict(stored_only=True, limit_a=5.0, current_a=5.0)
-    d = run_steps(ctl, [(0, dict(sit, grid_w=-300)), (60000, dict(sit, grid_w=-300))])
-    assert d[1].setpoint_a == 5.0 and "before a stored write" in d[1].reason
-    d = run_steps(ctl, [(121000, dict(sit, grid_w=-300, grid_seq=50))])
-    assert d[0].setpoint_a > 5.0 and "stored write" in d[0].reason
+    sit = dict(stored_only=True, limit_a=5.0, current_a=5.0, daily_max=150, writes_left=150)
+    grids = [-100, -50, -100, -75, -100, -100, -100, -100, -100, -100, -100]
+    d = run_steps(ctl, [(k * 1000, dict(sit, grid_w=g)) for k, g in enumerate(grids[:5])])
+    assert d[-1].setpoint_a == 5.0 and "a stored write in" in d[-1].reason
+    d = run_steps(ctl, [(k * 1000, dict(sit, grid_w=g, grid_seq=20 + k))
+                        for k, g in enumerate(grids) if k >= 5])
+    lowest = control.floor_tenth((watts(5.0) + 50 - 3) * EFF / V)  # the -50 W reading
+    assert d[-1].setpoint_a == lowest and "stored write" in d[-1].reason
+    # the budget's interval between increases holds it back
+    ctl2 = control.Controller(settings(stored_rise_after_s=0))
+    d = ctl2.step(0, situation(**dict(sit, grid_w=-300, increase_wait_s=40)))
+    assert d.setpoint_a == 5.0 and "in 40 s" in d.reason
     # import: down at once (a stored write), or off when even the minimum does not fit
-    d = run_steps(ctl, [(122000, dict(sit, current_a=5.0, limit_a=5.0, grid_w=30, grid_seq=51))])
+    d = run_steps(ctl, [(22000, dict(sit, current_a=5.0, limit_a=5.0, grid_w=30, grid_seq=51))])
     assert 3.0 <= d[0].setpoint_a < 5.0 and d[0].charging is True
-    ctl.setpoint_a = 5.0
-    d = run_steps(ctl, [(123000, dict(sit, grid_w=400, grid_seq=52))])
+    d = run_steps(ctl, [(23000, dict(sit, grid_w=400, grid_seq=52))])
     assert d[0].charging is False
 
 
