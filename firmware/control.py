@@ -355,7 +355,8 @@ class Controller:
         return None
 
     def _short(self, now, sit, available, min_w, gap_s):
-        """Below the minimum: hold it while the import it costs stays small, then off."""
+        """Below the minimum: off at once where switching is free; where it costs a stored
+        write (0x0200), hold the minimum while the import it costs stays small, then off."""
         s = self.s
         self.above_since = None
         self.overdrive = None
@@ -365,7 +366,8 @@ class Controller:
         self.short_ws += (min_w - available) * gap_s
         waited = self._since(now, self.below_since)
         can_off = sit.can_switch_off or sit.powered_off
-        if can_off and (self.short_ws >= s["off_after_ws"] or waited >= s["disable_delay_s"]):
+        allowed = s["off_after_ws"] if sit.switch_is_stored else 0
+        if can_off and (self.short_ws >= allowed or waited >= s["disable_delay_s"]):
             self._want(False, now)
             self.setpoint_a = sit.min_a
             return Decision(
@@ -383,7 +385,7 @@ class Controller:
             sit.min_a,
             True,
             "at the minimum: %d W short, %d of %d W*s of import before switching off"
-            % (min_w - available, self.short_ws, s["off_after_ws"]),
+            % (min_w - available, self.short_ws, allowed),
         )
 
     def _maybe_enable(self, now, sit, available, min_w):

@@ -114,7 +114,7 @@ def test_off_and_manual():
 
 
 def test_surplus_switches_on_after_the_enable_delay_and_tracks():
-    ctl = control.Controller(settings(enable_delay_s=3, enable_threshold_w=30))
+    ctl = control.Controller(settings(enable_delay_s=3, enable_threshold_w=30))  # a margin
     off = dict(charging=False)
     d = run_steps(ctl, [(0, dict(off, grid_w=200))])
     assert d[0].charging is False and "below the" in d[0].reason
@@ -196,11 +196,15 @@ def test_below_the_minimum_switches_off_or_holds():
     # 50 W short: the minimum is held until the import reaches 400 W*s (8 readings)
     ctl = control.Controller(settings(off_after_ws=400, disable_delay_s=60))
     ctl.on, ctl.setpoint_a = True, 3.0
-    decisions = [ctl.step(k * 1000, situation(current_a=3.0, grid_w=50, grid_seq=k + 1))
-                 for k in range(12)]
+    stored = dict(switch_is_stored=True, current_a=3.0, grid_w=50)
+    decisions = [ctl.step(k * 1000, situation(grid_seq=k + 1, **stored)) for k in range(12)]
     offs = [k for k, d in enumerate(decisions) if d.charging is False]
     assert offs and 6 <= offs[0] <= 8, [d.reason for d in decisions]
     assert "W*s of import before switching off" in decisions[1].reason
+    # where switching is free (0x2015 = 0, a plug): off on the first reading
+    ctl = control.Controller(settings(off_after_ws=400, disable_delay_s=60))
+    ctl.on, ctl.setpoint_a = True, 3.0
+    assert ctl.step(0, situation(current_a=3.0, grid_w=50)).charging is False
     # a big shortfall: off on the first reading
     ctl = control.Controller(settings())
     ctl.on, ctl.setpoint_a = True, 3.0
