@@ -650,7 +650,9 @@ class App:
         return {
             "mode": c.s["mode"],
             "setpoint_a": c.setpoint_a if c.s["mode"] == "auto" else d.setpoint_a,
-            "charging": self.link.state.charging if not self.powered_off else False,
+            # what the charger confirmed; not known while it is silent (it may be off)
+            "charging": self.confirmed_on() if self.powered_off or self.link.connected()
+            else None,
             "reason": d.reason,
             "safe": d.safe,
             "available_w": c.available_w,
