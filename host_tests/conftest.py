@@ -17,6 +17,34 @@ sys.path.insert(0, str(FIRMWARE))
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+# ./dev test runs the files in parallel pytest-xdist workers, each file whole on one worker
+# (--dist loadfile), handed out in the order collected (--no-loadscope-reorder). Most of the
+# suite waits on real time, so it takes about as long as its slowest file from when that file
+# starts: these go first, slowest first (seconds on their own, 2 cores). A new file that takes
+# more than a minute belongs here too.
+SLOW_FILES_FIRST = (
+    "test_control_regressions.py",  # ~270
+    "test_control_e2e.py",  # 147
+    "test_mqtt.py",  # 139
+    "test_charger_link.py",  # 94
+    "test_firmware_e2e.py",  # 77
+    "test_flash.py",  # 67
+    "test_bench_live.py",  # ~66 (tools/bench_live.py: several firmware processes)
+    "test_heap.py",  # 58
+    "test_vedirect_fuzz.py",  # 47, CPU (hypothesis)
+    "test_ota.py",  # 46
+    "test_api.py",  # 38
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker: the files of SLOW_FILES_FIRST first (the same order in every worker;
+    the tests of a file keep theirs). A serial run keeps pytest's order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rank = {name: n for n, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 def venv_tool(name: str) -> str | None:
     """A console script installed next to this interpreter (the .venv), else on PATH."""

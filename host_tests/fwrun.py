@@ -14,6 +14,7 @@ from typing import Any
 
 from conftest import FIRMWARE, ROOT, need_tool
 from tools.build import stage_libs
+from tools.locks import file_lock
 from tools.ports import free_port
 from tools.sim.charger import ChargerOptions, VirtualIP22
 from tools.sim.physics import Battery
@@ -22,6 +23,20 @@ from tools.sim.venus import VenusRegisters
 from tools.sim.world import SCENARIOS, World
 
 LIB = ROOT / "build" / "test" / "lib"
+_lib_checked = False
+
+
+def staged_lib() -> Path:
+    """LIB (microdot, umqtt.simple): what the Unix port needs besides firmware/. Shared by the
+    parallel test workers: the first to get the lock stages it, the others wait and find it
+    there (ussl.py is written last, so a half-staged LIB is staged again)."""
+    global _lib_checked
+    if not _lib_checked:
+        with file_lock(LIB.parent / "lib.lock"):
+            if not (LIB / "ussl.py").exists():
+                stage_libs(LIB)
+        _lib_checked = True
+    return LIB
 
 
 def make_world(soc: float = 0.3, **options: Any) -> World:
@@ -54,9 +69,7 @@ class Firmware:
 
     def start(self, timeout: float = 15) -> "Firmware":
         micropython = need_tool("micropython")
-        if not (LIB / "ussl.py").exists():
-            stage_libs(LIB)
-        env = dict(os.environ, MICROPYPATH="%s:.frozen" % LIB)
+        env = dict(os.environ, MICROPYPATH="%s:.frozen" % staged_lib())
         args = [micropython, str(FIRMWARE / "main.py"), "--config", str(self.config_path)]
         args += ["--uart", self.uart, "--http-host", "127.0.0.1", "--http-port", str(self.port)]
         args += list(self.extra)

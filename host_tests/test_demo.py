@@ -27,10 +27,13 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def start_demo(port: int, *extra: str) -> subprocess.Popen[str]:
+def start_demo(workdir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+    """The demo with its files in `workdir`, not build/demo (which a demo beside the tests, or
+    another test, would use at the same time)."""
     need_tool("micropython")
+    args = ["--workdir", str(workdir), "--http-port", str(port), *extra]
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "tools" / "demo.py"), "--http-port", str(port), *extra],
+        [sys.executable, str(ROOT / "tools" / "demo.py"), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -52,9 +55,9 @@ def wait_status(port: int, timeout: float = 20) -> dict:
     raise AssertionError("the demo's firmware did not come up on port %d" % port)
 
 
-def test_demo_runs_and_ctrl_c_stops_everything() -> None:
+def test_demo_runs_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     port = free_port()
-    demo = start_demo(port, "--duration", "120")
+    demo = start_demo(tmp_path, port, "--duration", "120")
     try:
         status = wait_status(port)
         assert status["charger"]["connected"] and status["charger"]["pid"] == "0xA334"
@@ -70,9 +73,9 @@ def test_demo_runs_and_ctrl_c_stops_everything() -> None:
     assert processes_mentioning("--http-port %d" % port) == []
 
 
-def test_demo_duration_ends_by_itself() -> None:
+def test_demo_duration_ends_by_itself(tmp_path: Path) -> None:
     port = free_port()
-    demo = start_demo(port, "--duration", "4", "--pty")
+    demo = start_demo(tmp_path, port, "--duration", "4", "--pty")
     out, _ = demo.communicate(timeout=60)
     assert demo.returncode == 0, out
     assert "charger Blue Smart IP22 24/12 (1)" in out

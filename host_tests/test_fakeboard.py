@@ -17,10 +17,11 @@ from conftest import IN_CI, ROOT, need_tool
 from tools.fakeboard import FakeBoard
 
 BANNER = "FIRMWARE START v7"
-# a firmware stand-in: prints its banner, then runs an asyncio loop until Ctrl-C
+# a firmware stand-in: prints its banner, then runs an asyncio loop until Ctrl-C. The banner is
+# printed inside the try: a Ctrl-C sent as soon as it shows (the tests do) is always answered
+# with "main.py stopped", however late the interpreter gets to the loop on a loaded machine
 MAIN_PY = """\
 import asyncio
-print("%s")
 
 
 async def tick():
@@ -29,6 +30,7 @@ async def tick():
 
 
 try:
+    print("%s")
     asyncio.run(tick())
 except KeyboardInterrupt:
     print("main.py stopped")

@@ -112,7 +112,8 @@ def test_state_discovery_and_commands(tmp_path: Path, mosquitto: Mosquitto) -> N
             )
 
         watcher.wait(close_to_sim, 10, "the state to match the simulator")
-        assert watcher.last(BASE + "/battery_v") is not None  # each value on its own topic too
+        # each value on its own topic too (published after the state: it can come a moment later)
+        watcher.wait(lambda: watcher.last(BASE + "/battery_v") is not None, 10, "battery_v")
         assert s["mode"] == "off"
 
         # discovery: retained, one config per entity, for a subscriber that comes later
@@ -568,13 +569,9 @@ def test_non_ascii_login_topic_and_a_huge_retained_command(tmp_path: Path) -> No
 def run_micropython(script: str, timeout: float = 30) -> str:
     """`script` on the Unix port with the firmware's modules and umqtt on the path."""
     from conftest import FIRMWARE, need_tool
-    from fwrun import LIB
+    from fwrun import staged_lib
 
-    from tools.build import stage_libs
-
-    if not (LIB / "ussl.py").exists():
-        stage_libs(LIB)
-    env = {"MICROPYPATH": "%s:%s:.frozen" % (FIRMWARE, LIB), "PATH": "/usr/bin:/bin"}
+    env = {"MICROPYPATH": "%s:%s:.frozen" % (FIRMWARE, staged_lib()), "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
         [need_tool("micropython"), "-c", script],
         capture_output=True,

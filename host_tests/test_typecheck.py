@@ -32,6 +32,8 @@ import pytest
 
 from conftest import FIRMWARE, IN_CI, ROOT, need_tool
 
+from tools.locks import file_lock
+
 TYPINGS = ROOT / "build" / "typings"
 STUBS = TYPINGS / "c3"
 DEVICE_LIB = TYPINGS / "device" / "lib" / "python3.8" / "site-packages"
@@ -334,8 +336,11 @@ def stage_device_lib() -> None:
 @pytest.fixture(scope="module")
 def checker() -> list[str]:
     tool = need_tool("basedpyright")
-    install_stubs(stub_pins())
-    stage_device_lib()
+    # one process at a time (the parallel test workers, a second checkout's run): the second
+    # finds both up to date and changes nothing
+    with file_lock(TYPINGS / ".lock"):
+        install_stubs(stub_pins())
+        stage_device_lib()
     return [tool, "--outputjson", "--project", str(ROOT / "pyproject.toml")]
 
 

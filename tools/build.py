@@ -38,14 +38,18 @@ CACHE = ROOT / "build" / "cache"
 
 
 def umqtt_source() -> Path:
-    """umqtt/simple.py, downloaded once into build/cache."""
+    """umqtt/simple.py, downloaded once into build/cache (by one process at a time: the
+    parallel test workers all want it on a fresh clone)."""
     target = CACHE / ("umqtt-simple-%s.py" % UMQTT[1])
     if not target.exists():
         from tools.fetch_sdist import fetch
+        from tools.locks import file_lock
 
-        part = target.with_suffix(".part")
-        fetch(*UMQTT, part, sha256=UMQTT_SHA256)
-        part.rename(target)
+        with file_lock(CACHE / ".lock"):
+            if not target.exists():  # another process may have fetched it while we waited
+                part = target.with_suffix(".part")
+                fetch(*UMQTT, part, sha256=UMQTT_SHA256)
+                part.rename(target)
     return target
 
 

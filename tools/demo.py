@@ -73,12 +73,13 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def demo(args: argparse.Namespace) -> int:
-    DEMO_DIR.mkdir(parents=True, exist_ok=True)
-    lib = stage_libs(DEMO_DIR / "lib")
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    lib = stage_libs(workdir / "lib")
     sim_args = sim_parser().parse_args(["--scenario", args.scenario, "--speed", str(args.speed)])
     installation = Installation(build_world(sim_args), Clock(args.speed))
     endpoints = await installation.start(pty=args.pty)
-    config = Path(args.config) if args.config else DEMO_DIR / "config.json"
+    config = Path(args.config) if args.config else workdir / "config.json"
     if not args.config:
         config.write_text(json.dumps(demo_config(endpoints["venus"]), indent=2) + "\n")
     uart = endpoints["pty"] if args.pty else endpoints["charger"]
@@ -146,9 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenario", default="kettle", help="household scenario (tools.sim)")
     ap.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     ap.add_argument(
-        "--config", help="the firmware's config.json (default: build/demo/config.json)"
+        "--config", help="the firmware's config.json (default: WORKDIR/config.json)"
     )
     ap.add_argument("--pty", action="store_true", help="talk to the charger over a pty, not TCP")
+    ap.add_argument(
+        "--workdir",
+        default=str(DEMO_DIR),
+        help="the libraries and config.json are put here (default: build/demo)",
+    )
     args = ap.parse_args(argv)
     return asyncio.run(run(args))
 

