@@ -26,7 +26,6 @@ READ_BUFFER = 256
 PROBE_RETRY_MS = 30000  # a charger that does not answer HEX is asked again this often
 REREAD_MS = 60000  # on/off and the stored limit are read back this often (VictronConnect may
 # change them through the charger's Bluetooth module, which shares the line)
-LAPSED_MS = 50000  # silent this long: the charger may have dropped 0x200E/0x2015 (60 s)
 IGNORED_MS = 30000  # the current above a confirmed 0x2015 this long: the charger ignores it
 MIN_STEP_A = 1.0  # a refused value below the minimum raises the learned minimum by this
 
@@ -211,8 +210,11 @@ class Link:
                 if not self.connected(now):  # (back) after silence, e.g. mains restored
                     self.probe_failures = 0
                     last = self.state.last_frame_ms
-                    if last is not None and ticks_diff(now, last) >= LAPSED_MS:
-                        self._lapsed()
+                    if last is not None:  # it may have booted (a flicker leaves the uptime
+                        # too small to tell): ask again what it is and what is in force
+                        self.log("charger back after %d s: probing again"
+                                 % (ticks_diff(now, last) // 1000))
+                        self._restarted()
                 self.state.last_frame_ms = now
                 if ev.kind == "text":
                     self._on_text(ev, now)
@@ -303,13 +305,6 @@ class Link:
         elif reg == 0xEDF0:
             raw = frame.unpack_sized(False)
             s.stored_limit_a = None if raw is None else raw / 10
-
-    def _lapsed(self):
-        """Silent longer than the charger keeps its link registers: 0x2015 is gone."""
-        self.state.volatile_limit_a = None
-        self._volatile_sent_ms = None
-        self._mode_sent_ms = None
-        self.generation += 1
 
     def _restarted(self):
         """The charger booted: its link registers (0x200E, 0x2015) are gone, what it does now
