@@ -3,6 +3,7 @@ them are alive."""
 
 import asyncio
 import gc
+from array import array
 import json
 import os
 
@@ -27,7 +28,7 @@ RETRY_MS = 10000
 SWITCH_RETRY_MAX_MS = 600000  # a switch on that keeps failing is tried again this rarely
 SWITCH_OFF_RETRY_MAX_MS = 60000  # off is what failing safe needs: at least once a minute
 CONTROL_PERIOD_S = 0.25  # fresh grid values arrive about once a second: react within this
-DRAW_HISTORY = 24  # the charger's V and I at each control step: 6 s, to match a grid sample
+DRAW_HISTORY = 16  # the charger's output at each control step: 4 s, to match a grid sample
 NO_WATCHDOG_FLAG = "nowdt"
 HEALTHY_S = 60  # an update that has run this long (with the watchdog fed) is kept
 
@@ -112,7 +113,10 @@ class App:
         self.powered_off = False  # we cut the charger's mains with the plug
         self.applied = {"charging": None}  # a switch that went through, where none is confirmed
         self.applied_generation = 0
-        self.draws = []  # (ms, V, I, on) as the link knew them at each control step
+        # V x I as the link knew it at each control step (-1: not known), and when: a ring
+        self.draws = array("f", bytes(4 * DRAW_HISTORY))
+        self.draws_ms = [None] * DRAW_HISTORY
+        self.draws_at = 0
         self.failed_set = None  # (setpoint, when) of the last set that did not go through
         self.failed_switch = None  # (on, when, wait ms): a failed switch backs off, doubling
         self.control_errors = 0
@@ -270,7 +274,7 @@ class App:
             sit.grid_failures = getattr(self.poller, "failures", 0)
             sent = getattr(self.poller.reading, "sent_ms", None)
             if sent is not None:
-                sit.sample_voltage_v, sit.sample_current_a = self._draw_at(sent)
+                sit.sample_output_w = self._draw_at(sent)
         return sit
 
     def confirmed_on(self):
@@ -283,20 +287,25 @@ class App:
 
     def _record_draw(self, now):
         s = self.link.state
-        draws = self.draws
-        draws.append((now, s.voltage_v, s.current_a, self.confirmed_on()))
-        if len(draws) > DRAW_HISTORY:
-            draws.pop(0)
+        k = self.draws_at
+        on = self.confirmed_on()
+        known = s.voltage_v is not None and s.current_a is not None
+        self.draws[k] = 0.0 if on is False else (s.voltage_v * s.current_a if known else -1.0)
+        self.draws_ms[k] = now
+        self.draws_at = (k + 1) % DRAW_HISTORY
 
     def _draw_at(self, at_ms):
-        """The charger's V and I as they were when the grid sample was asked for: the meter
-        saw that draw, not the one now (which a ramp has moved on)."""
-        found = (None, None)
-        for ms, volts, amps, on in self.draws:
-            if ticks_diff(ms, at_ms) > 0:
-                break
-            found = (volts, amps if on is not False else 0.0)
-        return found
+        """The charger's output as it was when the grid sample was asked for: the meter saw
+        that draw, not the one now (which a ramp has moved on). None: not known."""
+        best = None
+        for k in range(DRAW_HISTORY):
+            ms = self.draws_ms[k]
+            if ms is not None and ticks_diff(ms, at_ms) <= 0:
+                if best is None or ticks_diff(ms, self.draws_ms[best]) > 0:
+                    best = k
+        if best is None or self.draws[best] < 0:
+            return None
+        return self.draws[best]
 
     async def control_task(self):
         if self.plug_ready():  # the plug may have been left off: know it from the start

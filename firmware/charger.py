@@ -74,8 +74,11 @@ class WriteBudget:
         self._expire(now_ms)
         return len(self.recent) >= self.daily_max
 
-    def record(self, now_ms):
-        self.last_ms = now_ms
+    def record(self, now_ms, spaced=True):
+        """One write; `spaced`: a change of the limit, which the next increase waits for (a
+        switch by 0x0200 counts against the day, not against the spacing)."""
+        if spaced:
+            self.last_ms = now_ms
         self.recent.append(now_ms)
         self._expire(now_ms)
 
@@ -371,7 +374,7 @@ class Link:
         )
         if stored:
             for _ in range(self.sent):
-                self._count_stored_write()
+                self._count_stored_write(reg != ip22.DEVICE_MODE)
         self.echo = None if reply is None else (reg, reply[2], reply[3])
         if reply is None:
             return None
@@ -651,9 +654,9 @@ class Link:
         self.last_skip = None
         return True
 
-    def _count_stored_write(self):
+    def _count_stored_write(self, spaced=True):
         self.stored_writes += 1
-        self.budget.record(ticks_ms())
+        self.budget.record(ticks_ms(), spaced)
 
     async def keep_volatile(self):
         """Refresh the volatile limit well inside the charger's 60 s timeout."""

@@ -39,6 +39,7 @@ PACE_DAY_H = 12  # the stored writes of a day are spread over its daylight hours
 RESERVE_SHARE = 0.2  # ... keeping this share of them for going down
 PACE_BURST = 10  # switch-ons and raises of a stored limit that may come in a row
 PENDING_MS = 30000
+STORED_STEP_A = 0.5  # a stored limit is changed by at least this (each change is a write)
 ROOM_MAX = 64  # readings kept for the stored rise's window  # a switch the charger has not confirmed: asked for again this long
 
 
@@ -58,8 +59,8 @@ class Situation:
         self.powered_off = False  # we cut the charger's mains (plug): no link is expected
         self.voltage_v = None
         self.current_a = None
-        self.sample_voltage_v = None  # V and I when the grid sample was asked for (None:
-        self.sample_current_a = None  # not known: the values now are used)
+        self.sample_output_w = None  # V x I when the grid sample was asked for (None: not
+        # known: the values now are used)
         self.state_code = None
         self.min_a = None
         self.max_a = None
@@ -299,13 +300,14 @@ class Controller:
     def _track(self, now, sit):
         s = self.s
         eff = s["efficiency"]
-        volts = sit.sample_voltage_v or sit.voltage_v or 0
+        volts = sit.voltage_v or 0
         confirmed = sit.charging
         charging = confirmed if confirmed is not None else self.on is not False
-        amps = sit.sample_current_a if sit.sample_current_a is not None else sit.current_a
         drawing = 0.0
-        if charging and not sit.powered_off and amps and volts:
-            drawing = max(0.0, amps) * volts / eff
+        if sit.sample_output_w is not None and not sit.powered_off:
+            drawing = max(0.0, sit.sample_output_w) / eff
+        elif charging and not sit.powered_off and sit.current_a and volts:
+            drawing = max(0.0, sit.current_a) * volts / eff
         available = drawing - sit.grid_w + s["target_grid_w"]
         discharge = -sit.battery_w if sit.battery_w is not None else 0
         self.guarded_w = 0
@@ -321,7 +323,6 @@ class Controller:
         available -= lead
         if not volts or sit.min_a is None:
             return Decision(None, None, "waiting: the charger's voltage and minimum are not known")
-        volts = sit.voltage_v or volts
         min_w = sit.min_a * volts / eff
         pending = self._pending(now, sit, available, min_w)
         if pending is not None:
@@ -363,10 +364,13 @@ class Controller:
         if self.below_since is None:
             self.below_since = now
             self.short_ws = 0.0
-        self.short_ws += (min_w - available) * gap_s
+        # what the meter shows (more while the current falls to the minimum), at least what
+        # the minimum itself will import
+        importing = max(min_w - available, sit.grid_w - s["target_grid_w"])
+        self.short_ws += importing * gap_s
         waited = self._since(now, self.below_since)
         can_off = sit.can_switch_off or sit.powered_off
-        allowed = s["off_after_ws"] if sit.switch_is_stored else 0
+        allowed = s["off_after_ws"] if sit.switch_is_stored and available > 0 else 0
         if can_off and (self.short_ws >= allowed or waited >= s["disable_delay_s"]):
             self._want(False, now)
             self.setpoint_a = sit.min_a
@@ -531,7 +535,7 @@ class Controller:
             sit.current_a is not None and sit.current_a < sp - s["not_taking_a"]
         ):
             need_w = min(need_w, drawing)  # the battery takes less than the limit
-        if available < need_w - s["deadband_w"]:
+        if available < need_w - max(s["deadband_w"], STORED_STEP_A * volts / eff):
             self.room = []
             if available < min_w or not sit.can_switch_off and fits < sit.min_a:
                 if sit.can_switch_off or sit.powered_off:
@@ -553,10 +557,10 @@ class Controller:
         while len(room) > ROOM_MAX or now - room[0][0] > window:
             room.pop(0)
         lowest = min(a for _, a in room)
-        if fits >= sp + 0.5 and sp < sit.max_a:
+        if fits >= sp + STORED_STEP_A and sp < sit.max_a:
             # the window must have been filled: readings that span it, all with room
             wait = max(sit.increase_wait_s, (window - (now - room[0][0])) // 1000)
-            if lowest < sp + 0.5:
+            if lowest < sp + STORED_STEP_A:
                 wait = max(wait, 1)
             if wait <= 0:
                 wait = self.pacer.wait_s(now, sit)

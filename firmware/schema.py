@@ -44,7 +44,7 @@ SCHEMA = {
         "not_taking_a": ("float", 1.0, 0.1, 10.0),  # current this far below the limit: full
         "enable_delay_s": ("float", 1.0, 0.0, 3600.0),  # surplus for the minimum this long
         "enable_threshold_w": ("float", 0.0, 0.0, 2000.0),  # ... plus this margin: on
-        "off_after_ws": ("float", 400.0, 0.0, 100000.0),  # switching is a stored write: off
+        "off_after_ws": ("float", 150.0, 0.0, 100000.0),  # switching is a stored write: off
         # only once the minimum has cost this much import
         "disable_delay_s": ("float", 60.0, 0.0, 3600.0),  # ... or after this long short
         "disable_threshold_w": ("float", 0.0, 0.0, 2000.0),

@@ -15,10 +15,11 @@ from tools import bench_heap
 from tools.mosquitto import Mosquitto
 
 # The issue's target is 192K. Measured (tools/bench_heap.py, README "Benchmarks"): the firmware
-# needs 224K to start and serve, 232K for ten clean minutes (it was 296K and 352K). This test
-# holds the line where it stands; the target is open, and on 32 bits the firmware's heap is
-# hardly smaller (README), so 192K here does not stand for half a C3 as the issue assumed.
-HEAP = "232K"
+# needed 224K to start and serve, 232K for ten clean minutes (it was 296K and 352K). The
+# controller that reconciles with the charger and its real-time law (issue "judged from
+# outside") took it to 280K: 8K above that is the line now, as before; where the ~22 kB went
+# (only ~8 kB of it is code) is open for the board issue (README "Benchmarks").
+HEAP = "288K"
 SECONDS = 40  # after start-up (about 12 s): 4 housekeeping rounds, 40 status polls
 
 
