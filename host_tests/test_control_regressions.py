@@ -371,7 +371,8 @@ def test_switch_on_never_commands_more_than_decided(tmp_path: Path) -> None:
         t_on = ons[0] if ons else limits[0][0]
         at_switch_on = [s for s in limits if abs(s[0] - t_on) <= 1.5]
         for (t1, _, a), (t2, _, b) in zip(at_switch_on, at_switch_on[1:]):
-            assert not (t2 - t1 <= 1 and raw16(b) < raw16(a)), (
+            # a tenth or two on the next reading is tracking; 12 A then 4 A was the defect
+            assert not (t2 - t1 <= 1 and raw16(b) < raw16(a) - 5), (
                 "%.1f A then %.1f A %.2f s later: %s"
                 % (raw16(a) / 10, raw16(b) / 10, t2 - t1, shown(seen[:8])))
         first = at_switch_on[0] if at_switch_on else limits[0]
