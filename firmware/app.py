@@ -28,6 +28,7 @@ RETRY_MS = 10000
 SWITCH_RETRY_MAX_MS = 600000  # a switch on that keeps failing is tried again this rarely
 SWITCH_OFF_RETRY_MAX_MS = 60000  # off is what failing safe needs: at least once a minute
 CONTROL_PERIOD_S = 0.25  # fresh grid values arrive about once a second: react within this
+BELIEF_FRESH_S = 1.5  # the status claims on/off only while the charger's frames are this fresh
 DRAW_HISTORY = 16  # the charger's output at each control step: 4 s, to match a grid sample
 NO_WATCHDOG_FLAG = "nowdt"
 HEALTHY_S = 60  # an update that has run this long (with the watchdog fed) is kept
@@ -344,6 +345,10 @@ class App:
         if d.charging is not None and d.charging != self.confirmed_on():
             await self._switch_with_backoff(d.charging)
 
+    def _heard_lately(self):
+        age = self.link.frame_age_s()
+        return age is not None and age < BELIEF_FRESH_S
+
     def _charger_hears(self):
         return self.link.connected() and self.link.state.probed and not self.powered_off
 
@@ -659,8 +664,8 @@ class App:
         return {
             "mode": c.s["mode"],
             "setpoint_a": c.setpoint_a if c.s["mode"] == "auto" else d.setpoint_a,
-            # what the charger confirmed; not known while it is silent (it may be off)
-            "charging": self.confirmed_on() if self.powered_off or self.link.connected()
+            # what the charger confirmed; not known once it misses a text block (it may be off)
+            "charging": self.confirmed_on() if self.powered_off or self._heard_lately()
             else None,
             "reason": d.reason,
             "safe": d.safe,

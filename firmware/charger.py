@@ -34,8 +34,8 @@ _REPLY_RETRY = "retry"  # the charger saw a garbled frame (":4AAAAFD"): send aga
 
 class WriteBudget:
     """How often a stored setting may be written: skip unchanged values and changes inside the
-    deadband, space increases by a minimum interval, cap writes per 24 h. Decreases skip the
-    interval (they are what failing safe needs) but not the cap."""
+    deadband, space increases by a minimum interval (from the last increase), cap writes per
+    24 h. Decreases skip the interval (they are what failing safe needs) but not the cap."""
 
     def __init__(self, deadband, min_interval_s, daily_max):
         self.deadband = deadband
@@ -75,8 +75,8 @@ class WriteBudget:
         return len(self.recent) >= self.daily_max
 
     def record(self, now_ms, spaced=True):
-        """One write; `spaced`: a change of the limit, which the next increase waits for (a
-        switch by 0x0200 counts against the day, not against the spacing)."""
+        """One write; `spaced`: an increase, which the next increase waits for (a decrease or
+        a switch by 0x0200 counts against the day, not against the spacing)."""
         if spaced:
             self.last_ms = now_ms
         self.recent.append(now_ms)
@@ -365,7 +365,7 @@ class Link:
         reply = await self.request(vedirect.frame_get(reg), vedirect.GET, reg)
         return None if reply is None else (reply[2], reply[3])
 
-    async def _set(self, reg, raw, stored=False):
+    async def _set(self, reg, raw, stored=False, increase=False):
         """Set and check the echo (kept in `echo`). True: confirmed as asked; False: refused
         or another value confirmed; None: no answer. A stored set counts against the write
         budget each time it goes out, answered or not."""
@@ -374,7 +374,7 @@ class Link:
         )
         if stored:
             for _ in range(self.sent):
-                self._count_stored_write(reg != ip22.DEVICE_MODE)
+                self._count_stored_write(increase)
         self.echo = None if reply is None else (reg, reply[2], reply[3])
         if reply is None:
             return None
@@ -641,7 +641,8 @@ class Link:
                 self.counters["skipped_writes"] += 1
             return reason == "unchanged"
         raw = ip22.encode(ip22.CHARGE_CURRENT_LIMIT, amps)
-        ok = await self._set(ip22.CHARGE_CURRENT_LIMIT, vedirect.pack("un16", raw), True)
+        up = s.stored_limit_a is None or amps > s.stored_limit_a
+        ok = await self._set(ip22.CHARGE_CURRENT_LIMIT, vedirect.pack("un16", raw), True, up)
         if not ok:  # refused, changed or unanswered (then perhaps carried out): read it back
             if ok is False:
                 self._below_minimum(amps)
@@ -654,7 +655,7 @@ class Link:
         self.last_skip = None
         return True
 
-    def _count_stored_write(self, spaced=True):
+    def _count_stored_write(self, spaced=False):
         self.stored_writes += 1
         self.budget.record(ticks_ms(), spaced)
 

@@ -299,7 +299,11 @@ class Ours:
         sit.can_switch_off = True
         sit.stored_only = p.variant == STORED_ONLY
         sit.limit_a = p.stored if sit.stored_only else self.setpoint
-        sit.budget_full = self.budget.full(int(now * 1000))
+        ms = int(now * 1000)
+        sit.budget_full = self.budget.full(ms)
+        sit.daily_max = self.budget.daily_max
+        sit.writes_left = self.budget.daily_max - self.budget.used_24h(ms)
+        sit.increase_wait_s = self.budget.increase_wait_ms(ms) // 1000
         d = self.ctl.step(int(now * 1000), sit)
         if d.charging is not None and d.charging != self.on:
             self.on = d.charging
@@ -316,7 +320,8 @@ class Ours:
             else:
                 why = self.budget.check(self.setpoint, d.setpoint_a, int(now * 1000))
                 if why is None:
-                    self.budget.record(int(now * 1000))
+                    up = self.setpoint is None or d.setpoint_a > self.setpoint
+                    self.budget.record(int(now * 1000), up)
                     self.setpoint = d.setpoint_a
                     p.write_stored(now, d.setpoint_a)
                 elif self.budget.full(int(now * 1000)) and d.setpoint_a < (self.setpoint or MAX_A):
