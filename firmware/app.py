@@ -289,9 +289,11 @@ class App:
     def _record_draw(self, now):
         s = self.link.state
         k = self.draws_at
-        on = self.confirmed_on()
-        known = s.voltage_v is not None and s.current_a is not None
-        self.draws[k] = 0.0 if on is False else (s.voltage_v * s.current_a if known else -1.0)
+        volts, amps = s.voltage_v, s.current_a
+        if self.confirmed_on() is False:
+            self.draws[k] = 0.0
+        else:
+            self.draws[k] = -1.0 if volts is None or amps is None else volts * amps
         self.draws_ms[k] = now
         self.draws_at = (k + 1) % DRAW_HISTORY
 
