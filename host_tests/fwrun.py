@@ -10,7 +10,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from conftest import FIRMWARE, ROOT, need_tool
 from tools.build import stage_libs
@@ -130,4 +130,24 @@ class Firmware:
         self.stop()
 
 
-__all__ = ["Background", "Firmware", "make_world"]
+def set_profile(sim: Background, pv: float, load: float) -> None:
+    """A steady household from now on: `pv` W of PV, `load` W of load."""
+    sim.call(lambda: setattr(sim.world, "profile", lambda t: (pv, load)))
+
+
+def truth(sim: Background) -> dict[str, Any]:
+    """The simulated installation as it is (the charger's own state, not the firmware's)."""
+    return sim.call(lambda: sim.world.status())
+
+
+def wait(check: Callable[[], bool], timeout: float, what: str, fw: Firmware) -> float:
+    """Seconds until `check()` held; on a time-out the controller's status and the log."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.2)
+    raise AssertionError("timed out: %s\n%s\n%s" % (what, fw.status()["control"], fw.read_log()))
+
+
+__all__ = ["Background", "Firmware", "make_world", "set_profile", "truth", "wait"]

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from fwrun import Background, Firmware, make_world
+from fwrun import Background, Firmware, make_world, set_profile, truth, wait
 
 
 def profile(pv: float, load: float) -> Callable[[float], tuple[float, float]]:
@@ -28,23 +28,6 @@ def shelly(sim: Background) -> dict[str, Any]:
     """The plug section for the simulator's Shelly stand-in."""
     host, port = sim.endpoints["plug"].rsplit(":", 1)
     return {"type": "shelly", "host": host, "port": int(port)}
-
-
-def set_profile(sim: Background, pv: float, load: float) -> None:
-    sim.call(lambda: setattr(sim.world, "profile", profile(pv, load)))
-
-
-def truth(sim: Background) -> dict[str, Any]:
-    return sim.call(lambda: sim.world.status())
-
-
-def wait(check: Callable[[], bool], timeout: float, what: str, fw: Firmware) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.2)
-    raise AssertionError("timed out: %s\n%s\n%s" % (what, fw.status()["control"], fw.read_log()))
 
 
 def test_surplus_tracking_load_step_and_venus_outage(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from fwrun import Background, Firmware, make_world
+from fwrun import Background, Firmware, make_world, set_profile, truth, wait
 
 from tools.sim.world import apply_fault
 
@@ -34,14 +34,6 @@ HexSet = tuple[float, int, bytes]  # (sim time, register, raw value) as the char
 def auto_config(sim: Background) -> dict[str, Any]:
     host, port = sim.endpoints["venus"].rsplit(":", 1)
     return {"control": {"mode": "auto"}, "venus": {"host": host, "port": int(port)}}
-
-
-def set_profile(sim: Background, pv: float, load: float) -> None:
-    sim.call(lambda: setattr(sim.world, "profile", lambda t: (pv, load)))
-
-
-def truth(sim: Background) -> dict[str, Any]:
-    return sim.call(lambda: sim.world.status())
 
 
 def sets(sim: Background, since: float = 0.0) -> list[HexSet]:
@@ -75,15 +67,6 @@ def charging(st: dict[str, Any]) -> bool:
     """The simulator's truth: powered, switched on and not limited to 0 A."""
     c = st["charger"]
     return bool(c["mains"] and c["on"] and c["effective_limit_a"] > 0)
-
-
-def wait(check: Callable[[], bool], timeout: float, what: str, fw: Firmware) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.2)
-    raise AssertionError("timed out: %s\n%s\n%s" % (what, fw.status()["control"], fw.read_log()))
 
 
 def up_for(sim: Background, seconds: float) -> None:

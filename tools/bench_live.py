@@ -109,6 +109,25 @@ def load_steps(pv: float, base_load: float, scale: float) -> Profile:
     return profile
 
 
+def random_steps(length_s: float, scale: float, seed: int = 5) -> Profile:
+    """Midday: 1.5 kW of PV and a 500 W house (the 24/12 runs at its full 12 A), loads of
+    300-1100 W switching on and off at seeded 20-60 s intervals for 8 minutes: the kind of
+    load steps an outside run measured (only the larger ones take the charger down)."""
+    rng = random.Random(seed)
+    edges, loads, t = [], [], 0.0
+    while t < length_s:
+        t += rng.uniform(20.0, 60.0) * scale
+        edges.append(t)
+        loads.append(rng.uniform(300.0, 1100.0))
+
+    def profile(t: float) -> tuple[float, float]:
+        k = bisect.bisect_right(edges, t)
+        on = k % 2 == 1  # odd edges behind: the load is on
+        return 1500.0, 500.0 + (loads[k - 1] if on else 0.0)
+
+    return profile
+
+
 def cloud_train(length_s: float, scale: float, seed: int = 11) -> Profile:
     """PV 750 W in the sun and 20-60 % of it in a cloud's shade (seeded), a 350 W house:
     400 W of surplus in the sun (the 24/12's full 12 A), -200..+100 W in the shade, so
@@ -138,6 +157,10 @@ def make_cases(scale: float = 1.0) -> list[Case]:
     for suffix, pv in points:
         cases.append(Case("steps_" + suffix, load_steps(pv, 350.0, s), steps_len))
     cases.append(Case("clouds", cloud_train(480.0 * s, s), 480.0 * s))
+    cases.append(Case("midday_steps", random_steps(480.0 * s, s), 480.0 * s))
+    cases.append(
+        Case("midday_steps_stored", random_steps(480.0 * s, s), 480.0 * s, volatile="absent")
+    )
     for suffix, pv in points:
         cases.append(
             Case("steps_stored_" + suffix, load_steps(pv, 350.0, s), steps_len, volatile="absent")
