@@ -318,7 +318,7 @@ class Controller:
         lead = self._lead(now, available)
         gap_s = LOOP_DELAY_S  # the first reading below stands for about one meter period
         if len(self.readings) > 1:
-            gap_s = min(gap_s, (now - self.readings[-2][0]) / 1000)
+            gap_s = min(READING_GAP_S, (now - self.readings[-2][0]) / 1000)
         self.available_w = available
         available -= lead
         if not volts or sit.min_a is None:

@@ -201,6 +201,11 @@ def test_below_the_minimum_switches_off_or_holds():
     offs = [k for k, d in enumerate(decisions) if d.charging is False]
     assert offs and 6 <= offs[0] <= 8, [d.reason for d in decisions]
     assert "W*s of import before switching off" in decisions[1].reason
+    # readings 2 s apart (a slow meter): each stands for its 2 s of import
+    ctl = control.Controller(settings(off_after_ws=400, disable_delay_s=60))
+    ctl.on, ctl.setpoint_a = True, 3.0
+    slow = [ctl.step(k * 2000, situation(grid_seq=k + 1, **stored)) for k in range(8)]
+    assert [d.charging for d in slow].index(False) == 4, [d.reason for d in slow]
     # where switching is free (0x2015 = 0, a plug): off on the first reading
     ctl = control.Controller(settings(off_after_ws=400, disable_delay_s=60))
     ctl.on, ctl.setpoint_a = True, 3.0
