@@ -165,7 +165,8 @@ class VenusContext(ModbusServerContext):
         return list(self.registers.units)
 
 
-RESTART_ATTEMPTS = 30  # 3 s for the old listening socket to let go of the port
+RESTART_ATTEMPTS = 100  # 10 s for the old listening socket to let go of the port
+RESTART_WAIT_S = 0.5  # apply_faults waits this long for a restart, then lets it go on alone
 
 
 class VenusServer:
@@ -176,6 +177,7 @@ class VenusServer:
         self.host = host
         self.port = port
         self._server: ModbusTcpServer | None = None
+        self._starting: asyncio.Task[int] | None = None  # a restart after "down", in the background
 
     async def start(self) -> int:
         if self.port == 0:
@@ -193,6 +195,8 @@ class VenusServer:
         return self.port
 
     async def stop(self) -> None:
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
         if self._server is not None:
             await self._server.shutdown()
             self._server = None
@@ -202,7 +206,20 @@ class VenusServer:
         return self._server is not None
 
     async def apply_faults(self) -> None:
-        if self.registers.faults.down and self.running:
-            await self.stop()
-        elif not self.registers.faults.down and not self.running:
-            await self.start()
+        """Down: stop now. Back up: start in the background, so that a port that takes a
+        while to come free never holds up the charger's wire (the pump calls this)."""
+        if self.registers.faults.down:
+            if self.running or self._starting is not None:
+                await self.stop()
+                self._starting = None
+            return
+        if self.running:
+            return
+        starting = self._starting
+        if starting is not None and not starting.done():
+            return
+        if starting is not None and not starting.cancelled() and starting.exception():
+            pass  # it could not listen after RESTART_ATTEMPTS: try again
+        self._starting = asyncio.ensure_future(self.start())
+        # a free port takes a few milliseconds: back up when this returns, as a caller expects
+        await asyncio.wait([self._starting], timeout=RESTART_WAIT_S)
