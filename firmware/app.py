@@ -112,7 +112,7 @@ class App:
         if config["plug"]["type"] == "mqtt" and self.mqtt is None:
             self.log("plug.type mqtt needs the broker in mqtt.host: the plug cannot switch")
         self.powered_off = False  # we cut the charger's mains with the plug
-        self.applied = {"charging": None}  # a switch that went through, where none is confirmed
+        self.switched = None  # the last switch that went through, for a charger that cannot say
         self.applied_generation = 0
         # V x I as the link knew it at each control step (-1: not known), and when: a ring
         self.draws = array("f", bytes(4 * DRAW_HISTORY))
@@ -284,7 +284,7 @@ class App:
         if self.powered_off:
             return False
         on = self.link.state.charging
-        return on if on is not None else self.applied["charging"]
+        return on if on is not None else self.switched
 
     def _record_draw(self, now):
         s = self.link.state
@@ -314,7 +314,7 @@ class App:
         if self.plug_ready():  # the plug may have been left off: know it from the start
             try:
                 self.powered_off = not await self.plug.read()
-                self.applied["charging"] = not self.powered_off
+                self.switched = not self.powered_off
             except Exception as err:  # an unreachable plug is reported, not fatal
                 self.log("plug: %s" % err)
         while True:
@@ -381,7 +381,7 @@ class App:
         if failed and failed[0] == on and ticks_diff(ticks_ms(), failed[1]) < failed[2]:
             return
         if await self.switch(on):
-            self.applied["charging"] = on
+            self.switched = on
             self.failed_switch = None
             return
         wait = RETRY_MS if not failed or failed[0] != on else failed[2] * 2

@@ -426,8 +426,8 @@ class Link:
         s.device_mode = await self._answers(ip22.DEVICE_MODE)
         if s.device_mode:
             await self._read_mode()
-        if s.serial is None:
-            await self._read_serial()
+        if s.serial is None:  # before the first text block: ask (the table decodes it)
+            s.serial = await self._get_scaled(SERIAL_REG) or None
         if s.volatile_off is None:
             s.volatile_off = self.zero_off.get(s.serial)  # asked once per charger, ever
         s.probed = True
@@ -437,15 +437,6 @@ class Link:
             % (s.model, s.min_a, s.max_a, _yes(s.volatile), _yes(s.device_mode))
         )
         return True
-
-    async def _read_serial(self):
-        answer = await self.get(SERIAL_REG)
-        if answer is not None and not answer[0]:
-            text = bytes(answer[1]).split(b"\0")[0]
-            try:
-                self.state.serial = text.decode() or None
-            except UnicodeError:
-                pass
 
     def confirmed_limit(self):
         """The limit the charger confirmed on the path in use (None: none confirmed)."""

@@ -38,9 +38,9 @@ READING_GAP_S = 3.0  # the import energy counts at most this long per reading
 PACE_DAY_H = 12  # the stored writes of a day are spread over its daylight hours ...
 RESERVE_SHARE = 0.2  # ... keeping this share of them for going down
 PACE_BURST = 10  # switch-ons and raises of a stored limit that may come in a row
-PENDING_MS = 30000
+PENDING_MS = 30000  # a switch the charger has not confirmed: asked for again this long
 STORED_STEP_A = 0.5  # a stored limit is changed by at least this (each change is a write)
-ROOM_MAX = 64  # readings kept for the stored rise's window  # a switch the charger has not confirmed: asked for again this long
+ROOM_MAX = 64  # readings kept for the stored rise's window
 
 
 class Situation:
@@ -96,10 +96,14 @@ class Pacer:
         self.tokens = PACE_BURST
         self.at = None
 
+    def _per_s(self, daily_max):
+        """Tokens a second: 80 % of the day's writes over a 12 h day, half of them going up."""
+        return daily_max * (1 - RESERVE_SHARE) / 2 / (PACE_DAY_H * 3600)
+
     def _refill(self, now, daily_max):
-        if self.at is not None and daily_max:
-            per_ms = daily_max * (1 - RESERVE_SHARE) / 2 / (PACE_DAY_H * 3600000)
-            self.tokens = min(PACE_BURST, self.tokens + (now - self.at) * per_ms)
+        if self.at is not None:
+            gained = (now - self.at) / 1000 * self._per_s(daily_max)
+            self.tokens = min(PACE_BURST, self.tokens + gained)
         self.at = now
 
     def wait_s(self, now, sit):
@@ -112,8 +116,7 @@ class Pacer:
             return 3600  # the rest of the day's writes are kept for going down
         if self.tokens >= 1:
             return 0
-        per_s = daily * (1 - RESERVE_SHARE) / 2 / (PACE_DAY_H * 3600)
-        return int((1 - self.tokens) / per_s) + 1
+        return int((1 - self.tokens) / self._per_s(daily)) + 1
 
     def spend(self):
         self.tokens -= 1

@@ -109,42 +109,41 @@ def load_steps(pv: float, base_load: float, scale: float) -> Profile:
     return profile
 
 
+def toggles(
+    length_s: float, gaps: tuple[float, float], values: tuple[float, float], seed: int
+) -> Callable[[float], float | None]:
+    """Something that goes on and off at seeded intervals (`gaps`, s), with a seeded value in
+    `values` each time it is on: t -> that value, or None while it is off."""
+    rng = random.Random(seed)
+    edges: list[float] = []
+    drawn: list[float] = []
+    t = 0.0
+    while t < length_s:
+        t += rng.uniform(*gaps)
+        edges.append(t)
+        drawn.append(rng.uniform(*values))
+
+    def at(t: float) -> float | None:
+        k = bisect.bisect_right(edges, t)
+        return drawn[k - 1] if k % 2 == 1 else None  # odd edges behind: on
+
+    return at
+
+
 def random_steps(length_s: float, scale: float, seed: int = 5) -> Profile:
     """Midday: 1.5 kW of PV and a 500 W house (the 24/12 runs at its full 12 A), loads of
     300-1100 W switching on and off at seeded 20-60 s intervals for 8 minutes: the kind of
     load steps an outside run measured (only the larger ones take the charger down)."""
-    rng = random.Random(seed)
-    edges, loads, t = [], [], 0.0
-    while t < length_s:
-        t += rng.uniform(20.0, 60.0) * scale
-        edges.append(t)
-        loads.append(rng.uniform(300.0, 1100.0))
-
-    def profile(t: float) -> tuple[float, float]:
-        k = bisect.bisect_right(edges, t)
-        on = k % 2 == 1  # odd edges behind: the load is on
-        return 1500.0, 500.0 + (loads[k - 1] if on else 0.0)
-
-    return profile
+    load = toggles(length_s, (20.0 * scale, 60.0 * scale), (300.0, 1100.0), seed)
+    return lambda t: (1500.0, 500.0 + (load(t) or 0.0))
 
 
 def cloud_train(length_s: float, scale: float, seed: int = 11) -> Profile:
     """PV 750 W in the sun and 20-60 % of it in a cloud's shade (seeded), a 350 W house:
     400 W of surplus in the sun (the 24/12's full 12 A), -200..+100 W in the shade, so
     most shadows take the surplus below the charger's minimum. Edges at 20-90 s intervals."""
-    rng = random.Random(seed)
-    edges, shade, t = [], [], 0.0
-    while t < length_s:
-        t += rng.uniform(20.0, 90.0) * scale
-        edges.append(t)
-        shade.append(rng.uniform(0.2, 0.6))
-
-    def profile(t: float) -> tuple[float, float]:
-        k = bisect.bisect_right(edges, t)
-        shaded = k % 2 == 1  # odd edges behind: in the shade
-        return 750.0 * (shade[k - 1] if shaded else 1.0), 350.0
-
-    return profile
+    shade = toggles(length_s, (20.0 * scale, 90.0 * scale), (0.2, 0.6), seed)
+    return lambda t: (750.0 * (shade(t) or 1.0), 350.0)
 
 
 def make_cases(scale: float = 1.0) -> list[Case]:
