@@ -13,8 +13,8 @@ SCHEMA = {
     },
     "uart": {  # the board's UART to the charger header (ignored on the Unix port)
         "id": ("int", 1, 0, 2),
-        "tx": ("int", 5, 0, 48),
-        "rx": ("int", 4, 0, 48),
+        "tx": ("int", 17, 0, 48),
+        "rx": ("int", 18, 0, 48),
         "rxbuf": ("int", 2048, 1024, 16384),
     },
     "http": {

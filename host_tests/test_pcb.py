@@ -89,7 +89,7 @@ def test_design_facts_from_the_notes(clean):
     assert pins[("J1", "3")] == "CHG_TX" and pins[("J1", "5")] == "CHG_RX"
     assert pins[("J1", "4")] == "CHG_SPIKES" and ("J1", "1") not in pins  # not fitted
     assert pins[("U2", "1")] == "+3V3_CHG" and pins[("U2", "8")] == "+3V3"
-    assert pins[("U3", "26")] == "USB_DM" and pins[("U3", "27")] == "USB_DP"
+    assert pins[("U3", "23")] == "USB_DM" and pins[("U3", "24")] == "USB_DP"
     values = {p.ref: p.value for p in clean.parts}
     assert (values["R6"], values["R7"], values["R9"], values["R10"]) == (
         "1k",
@@ -104,6 +104,61 @@ def test_design_facts_from_the_notes(clean):
     assert sorted(refs) == sorted(p.ref for p in clean.parts)
 
 
+def _module(circuit):
+    return next(p for p in circuit.parts if p.ref == "U3")
+
+
+def test_module_is_the_s3_mini_1_n4r2(clean):
+    """The module, and the pad numbers the netlist hands to layout (datasheet pin table)."""
+    u3 = _module(clean)
+    assert u3.name == "ESP32-S3-MINI-1" and u3.value == "ESP32-S3-MINI-1-N4R2"
+    assert u3.fields["MPN"] == "ESP32-S3-MINI-1-N4R2"
+    assert u3.footprint == "RF_Module:ESP32-S2-MINI-1"  # KiCad's land pattern for S2/S3 MINI-1
+    pad = {p.name: p.num for p in u3.pins if p.name != "GND"}
+    assert len(u3.pins) == 65
+    assert sorted(int(p.num) for p in u3.pins if p.name == "GND") == [1, 2, 42, 43, *range(46, 66)]
+    assert (pad["3V3"], pad["EN"], pad["IO0"], pad["IO3"], pad["IO45"], pad["IO46"]) == (
+        "3", "45", "4", "7", "41", "44")
+    assert (pad["IO17"], pad["IO18"], pad["IO19"], pad["IO20"]) == ("21", "22", "23", "24")
+    assert (pad["TXD0"], pad["RXD0"]) == ("39", "40")
+
+
+def test_usb_lands_on_gpio19_and_gpio20(clean):
+    """The S3's native USB: D- is GPIO19, D+ is GPIO20, both through the ESD array."""
+    u3 = _module(clean)
+    for io, name, conn in (("IO19", "USB_DM", "D-"), ("IO20", "USB_DP", "D+")):
+        net = checks.net_of(clean, u3[io])
+        assert net is not None and net.name == name, (io, net)
+        on = {(p.part.ref, p.name) for p in net.pins}
+        assert ("J3", conn) in on and any(ref == "U4" for ref, _ in on), on
+
+
+def test_strap_pins_carry_only_the_boot_circuit(clean):
+    """GPIO3/45/46 stay open (their internal defaults are the safe levels); GPIO0 has only
+    the BOOT button and its pull-up."""
+    u3 = _module(clean)
+    for io in ("IO3", "IO45", "IO46"):
+        assert checks.net_of(clean, u3[io]) is None, io  # on the no-connect net
+    net = checks.net_of(clean, u3["IO0"])
+    assert net is not None
+    assert sorted(p.part.ref for p in net.pins) == ["R12", "SW1", "U3"]
+    r12 = next(p for p in clean.parts if p.ref == "R12")
+    assert r12.value == "10k" and "+3V3" in {checks.net_of(clean, p).name for p in r12.pins}
+    # IO26 is the PSRAM's chip select inside the -N4R2: open too
+    assert checks.net_of(clean, u3["IO26"]) is None
+
+
+def test_uart_pins_avoid_straps_usb_and_flash():
+    uart = config.defaults()["uart"]
+    assert uart["id"] == 1 and (uart["tx"], uart["rx"]) == (17, 18)
+    bad = {0, 3, 45, 46, 19, 20, 43, 44, *range(26, 33), *range(33, 38)}
+    assert not {uart["tx"], uart["rx"]} & bad
+    assert not {uart["tx"], uart["rx"]} & set(checks.RESERVED_GPIO)
+    assert bad <= set(checks.RESERVED_GPIO)  # the check knows every one of them
+    found = checks.uart(adapter.build(), dict(uart, rx=46, tx=33))
+    assert "GPIO46 is reserved" in found[0] and "GPIO33 is reserved" in found[1], found
+
+
 def test_build_writes_netlist_bom_and_diagram(tmp_path):
     report, files = build.build(tmp_path)
     assert report.ok, report.summary()
@@ -115,7 +170,8 @@ def test_build_writes_netlist_bom_and_diagram(tmp_path):
     for col in ("Reference", "Value", "Footprint", "Manufacturer part", "LCSC"):
         assert col in rows[0]
     by_ref = {ref: row for row in rows for ref in row["Reference"].split()}
-    assert by_ref["U3"]["LCSC"] == "C2838502" and by_ref["U2"]["LCSC"] == "C660256"
+    assert by_ref["U3"]["Manufacturer part"] == "ESP32-S3-MINI-1-N4R2"
+    assert by_ref["U2"]["LCSC"] == "C660256"
     assert by_ref["R8"]["DNP"] == "DNP"
     assert sum(int(r["Qty"]) for r in rows) == len(adapter.build().parts)
     svg = files["block_diagram.svg"].read_text()

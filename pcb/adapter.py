@@ -3,7 +3,7 @@
 Blocks, in the order below:
   header   IP22 2x3 header -> ADuM1201 side 1 (powered from header pin 6), series resistors
   power    DC in -> fuse -> TVS / reverse diode -> LMR36510 buck -> +3V3; USB VBUS OR-ed in
-  esp      ESP32-C3-MINI-1 with straps, EN RC + reset, BOOT button, LED, VSENSE divider
+  esp      ESP32-S3-MINI-1-N4R2, BOOT strap, EN RC + reset, LED, VSENSE divider
   usb      USB-C receptacle, CC pull-downs, USBLC6 ESD array
 
 `build(fault=...)` can inject one deliberate mistake so the tests can prove each check bites.
@@ -15,7 +15,7 @@ from . import _skidl  # noqa: F401  (quiet import first)
 from skidl import Circuit, Net, Pin
 
 from .parts import (
-    ADUM1201, BUTTON, C0603, C0805, C1206, C1210, CHARGER, DC_IN, DIODE_SMA, ESP32_C3_MINI_1,
+    ADUM1201, BUTTON, C0603, C0805, C1206, C1210, CHARGER, DC_IN, DIODE_SMA, ESP32_S3_MINI_1,
     FUSE, IP22_HEADER, L_6X6, LED_0603, LMR36510, R0603, TESTPOINT, TVS_SMB, USB_C, USBLC6,
     place,
 )
@@ -28,8 +28,8 @@ BLOCKS = {
     "isolator": ("U2", "C8"),
     "input": ("J2", "F1", "D1", "D2"),
     "buck": ("U1", "L1", "C1", "C2", "C3", "C4", "C5", "C6", "R1", "R2", "R3", "R4", "R5"),
-    "esp": ("U3", "C9", "C10", "C11", "C12", "R9", "R10", "R11", "R12", "R13", "R14", "R15",
-            "R16", "R17", "D4", "SW1", "SW2", "TP2", "TP3", "TP4", "TP5", "TP6", "TP7"),
+    "esp": ("U3", "C9", "C10", "C11", "C12", "R9", "R10", "R11", "R12", "R15", "R16", "R17",
+            "D4", "SW1", "SW2", "TP2", "TP3", "TP4", "TP5", "TP6", "TP7"),
     "usb": ("J3", "U4", "R18", "R19", "R20", "C13", "D3"),
 }
 
@@ -111,9 +111,12 @@ def build(fault: str | None = None) -> Circuit:
     net("BUCK_SW").connect(u1["SW"], c4[2], l1[1])
     v3 += l1[2], c5[1], c6[1], r3[2], r4[1]
 
-    # --- ESP32-C3-MINI-1 ---------------------------------------------------------------------
-    u3 = place(c, ESP32_C3_MINI_1, "U3", "ESP32-C3-MINI-1-N4", mpn="ESP32-C3-MINI-1-N4",
-               lcsc="C2838502")
+    # --- ESP32-S3-MINI-1-N4R2 ------------------------------------------------------------------
+    # Straps: GPIO0 = BOOT (10k pull-up + button). GPIO3, GPIO45 and GPIO46 stay unconnected: their
+    # internal defaults are the safe levels (GPIO45 pulled down = 3.3 V flash/PSRAM supply, which
+    # this module needs; GPIO46 pulled down, as both SPI boot and download mode want; GPIO3 is
+    # only read when an eFuse selects JTAG by strap). Nothing on the board may drive them.
+    u3 = place(c, ESP32_S3_MINI_1, "U3", "ESP32-S3-MINI-1-N4R2", mpn="ESP32-S3-MINI-1-N4R2")
     c8 = place(c, C0603, "C8", "100n", mpn="CL10B104KB8NNNC", lcsc="C1591")
     c9 = place(c, C0805, "C9", "10u", mpn="CL21A106KAYNNNE", lcsc="C15850")
     c10 = place(c, C0603, "C10", "100n", mpn="CL10B104KB8NNNC", lcsc="C1591")
@@ -121,8 +124,8 @@ def build(fault: str | None = None) -> Circuit:
     c12 = place(c, C0603, "C12", "100n", mpn="CL10B104KB8NNNC", lcsc="C1591")
     r9 = place(c, R0603, "R9", "100R", mpn="0603WAF1000T5E", lcsc="C22775")
     r10 = place(c, R0603, "R10", "100R", mpn="0603WAF1000T5E", lcsc="C22775")
-    r11, r12, r13, r14 = (place(c, R0603, "R%d" % n, "10k", mpn="0603WAF1002T5E", lcsc="C25804")
-                          for n in (11, 12, 13, 14))
+    r11, r12 = (place(c, R0603, "R%d" % n, "10k", mpn="0603WAF1002T5E", lcsc="C25804")
+                for n in (11, 12))
     r15 = place(c, R0603, "R15", "1k", mpn="0603WAF1001T5E", lcsc="C21190")
     r16 = place(c, R0603, "R16", "1M", mpn="0603WAF1004T5E", lcsc="C22935")
     r17 = place(c, R0603, "R17", "68k", mpn="0603WAF6802T5E", lcsc="C23231")
@@ -130,32 +133,29 @@ def build(fault: str | None = None) -> Circuit:
     sw1 = place(c, BUTTON, "SW1", "BOOT", mpn="TS-1187A-B-A-B", lcsc="C318884")
     sw2 = place(c, BUTTON, "SW2", "RESET", mpn="TS-1187A-B-A-B", lcsc="C318884")
     gnd += u3["GND"], c8[2], c9[2], c10[2], c11[2], c12[2], r17[2], d4["K"], sw1[2], sw2[2]
-    v3 += u3["3V3"], c8[1], c9[1], c10[1], r11[1], r12[1], r13[1], r14[1]
-    for pin in u3.get_pins("NC"):
-        pin += c.NC
-    # UART1 through the isolator: VOB -> 100R -> RX, TX -> 100R -> VIA.
+    v3 += u3["3V3"], c8[1], c9[1], c10[1], r11[1], r12[1]
+    # UART1 through the isolator on its IO MUX pins: VOB -> 100R -> GPIO18 RX, GPIO17 TX -> 100R
+    # -> VIA. Neither is a strap, USB or flash/PSRAM pin, and UART0 (TXD0/RXD0) keeps the ROM log.
     iso_vob, iso_via = net("ISO_VOB"), net("ISO_VIA")
     esp_rxd, esp_txd = net("ESP_CHG_RXD"), net("ESP_CHG_TXD")
     iso_vob += u2["VOB"], r9[1]
     iso_via += u2["VIA"], r10[2]
     esp_rxd += r9[2]
     esp_txd += r10[1]
-    rx_io, tx_io = ("IO5", "IO4") if fault == "uart_swap" else ("IO4", "IO5")
+    rx_io, tx_io = ("IO17", "IO18") if fault == "uart_swap" else ("IO18", "IO17")
     esp_rxd += u3[rx_io]
     esp_txd += u3[tx_io]
     net("ESP_EN").connect(u3["EN"], r11[2], c11[1], sw2[1])
-    net("ESP_IO9_BOOT").connect(u3["IO9"], r12[2], sw1[1])
-    net("ESP_IO8").connect(u3["IO8"], r13[2])
-    net("ESP_IO2").connect(u3["IO2"], r14[2])
+    net("ESP_IO0_BOOT").connect(u3["IO0"], r12[2], sw1[1])
     net("ESP_IO10_LED").connect(u3["IO10"], r15[1])
     net("LED_A").connect(r15[2], d4["A"])
     vbat_f += r16[1]
-    net("VSENSE").connect(u3["IO3"], r16[2], r17[1], c12[1])
-    for n, io in enumerate(("IO0", "IO1", "IO6", "IO7", "RXD0", "TXD0"), start=2):
+    net("VSENSE").connect(u3["IO1"], r16[2], r17[1], c12[1])  # ADC1 (ADC2 is busy with WiFi)
+    for n, io in enumerate(("IO2", "IO4", "IO6", "IO7", "RXD0", "TXD0"), start=2):
         tp = place(c, TESTPOINT, "TP%d" % n, io)
         net("ESP_" + io).connect(u3[io], tp[1])
 
-    # --- USB-C: D+/D- straight to the C3's USB-Serial/JTAG, VBUS OR-ed into VIN via D3 --------
+    # --- USB-C: D+/D- to the S3's native USB (GPIO20/GPIO19), VBUS OR-ed into VIN via D3 ------
     j3 = place(c, USB_C, "J3", "USB-C 16P", mpn="TYPE-C-31-M-12", lcsc="C165948")
     u4 = place(c, USBLC6, "U4", "USBLC6-2SC6", mpn="USBLC6-2SC6", lcsc="C7519")
     r18 = place(c, R0603, "R18", "5k1", mpn="0603WAF5101T5E", lcsc="C23186")
@@ -165,12 +165,17 @@ def build(fault: str | None = None) -> Circuit:
     gnd += j3["GND"], j3["SHIELD"], u4["GND"], r18[2], r19[2], c13[2]
     vbus += j3["VBUS"], u4["VBUS"], c13[1], r20[1]
     net("VBUS_PROT").connect(r20[2], d3["A"])
-    net("USB_DP").connect(j3["D+"], u4["IO2"], u3["IO19"])
-    net("USB_DM").connect(j3["D-"], u4["IO1"], u3["IO18"])
+    net("USB_DP").connect(j3["D+"], u4["IO2"], u3["IO20"])
+    net("USB_DM").connect(j3["D-"], u4["IO1"], u3["IO19"])
     net("USB_CC1").connect(j3["CC1"], r18[1])
     net("USB_CC2").connect(j3["CC2"], r19[1])
     j3["SBU1"] += c.NC
     j3["SBU2"] += c.NC
+    # Every module pin not wired above is left open: the straps GPIO3/45/46 (see above), and
+    # IO26, which is the PSRAM's chip select inside the -N4R2 and must stay unconnected.
+    for pin in u3.pins:
+        if not pin.is_connected():
+            pin += c.NC
 
     _inject(c, fault, gnd=gnd, gnd_chg=gnd_chg, c7=c7)
     return c

@@ -6,7 +6,7 @@
   barrier all put both domains on one net.
 * `decoupling`: every IC supply pin shares its net with a capacitor whose other end is on ground.
   Net-level only: placement next to the pin is the layout's job.
-* `uart`: the firmware's default UART pins (firmware/config.py, one source of truth) are the ones
+* `uart`: the firmware's default UART pins (firmware/schema.py, one source of truth) are the ones
   the netlist routes through the isolator: RX from the charger's TX, TX into the charger's RX.
 * `fields`: every part has a footprint and a value (the BOM and the layout need both).
 Each returns a list of problems (empty = pass) with the net and pin names a reviewer needs.
@@ -27,9 +27,15 @@ from .parts import BOARD, CHARGER
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUND_PIN = re.compile(r"^(P?GND\d*|PAD|EP)$")
-# ESP32-C3 pins the charger UART must not use: USB D-/D+, straps, UART0 (ROM boot messages).
-RESERVED_GPIO = {18: "USB D-", 19: "USB D+", 2: "strapping", 8: "strapping", 9: "BOOT strap",
-                 20: "UART0 RX (console)", 21: "UART0 TX (boot messages)"}
+# ESP32-S3 pins the charger UART must not use: straps, USB D-/D+, UART0 (ROM boot messages),
+# the flash/PSRAM bus (GPIO26-32; 33-37 too on octal parts, kept free so that stays an option).
+STRAP_GPIO = {0: "BOOT strap", 3: "strapping (JTAG source)", 45: "strapping (VDD_SPI voltage)",
+              46: "strapping (boot mode, ROM log)"}
+USB_GPIO = {19: "USB D-", 20: "USB D+"}
+FLASH_GPIO = {**{n: "flash/PSRAM" for n in range(26, 33)},
+              **{n: "octal flash/PSRAM" for n in range(33, 38)}}
+RESERVED_GPIO = {**STRAP_GPIO, **USB_GPIO, **FLASH_GPIO,
+                 43: "UART0 TX (boot messages)", 44: "UART0 RX (console)"}
 
 
 @dataclass(frozen=True)
@@ -226,12 +232,14 @@ def fields(circuit: Circuit) -> list[str]:
 
 
 def firmware_uart() -> dict:
-    """The UART defaults from firmware/config.py, loaded by path so nothing else is imported."""
-    spec = importlib.util.spec_from_file_location("_fw_config", ROOT / "firmware" / "config.py")
+    """The UART defaults from firmware/schema.py (what config.defaults() returns), loaded by path:
+    schema.py imports nothing, while config.py imports firmware modules that are not on the path
+    here."""
+    spec = importlib.util.spec_from_file_location("_fw_schema", ROOT / "firmware" / "schema.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.defaults()["uart"]
+    return {key: leaf[1] for key, leaf in module.SCHEMA["uart"].items()}
 
 
 def run_all(circuit: Circuit, uart_cfg: dict | None = None) -> Report:

@@ -4,7 +4,7 @@ Why in code: SKiDL can read KiCad symbol libraries, but that needs a KiCad insta
 environment variables) on every machine that runs the tests. The board uses ~20 distinct parts;
 writing their pins down is shorter than depending on an installation, and it puts the pin numbers
 we rely on in review. Pinouts: ADuM1201, LMR36510 and USBLC6-2SC6 as in KiCad's libraries (read
-from SKiDL's converted copies); ESP32-C3-MINI-1 from Espressif's module pin table.
+from SKiDL's converted copies); ESP32-S3-MINI-1 from Espressif's module pin table.
 
 Each part carries the fields the checks and the BOM need: `value`, `footprint`, `MPN`, `LCSC`,
 `DNP`, and `domain`: which side of the isolation barrier it lives on ("charger" = the IP22's
@@ -82,7 +82,7 @@ USB_C = PartDef(
      ("B4", "VBUS", T.PASSIVE), ("B5", "CC2", T.BIDIR), ("B6", "D+", T.BIDIR),
      ("B7", "D-", T.BIDIR), ("B8", "SBU2", T.BIDIR), ("B9", "VBUS", T.PASSIVE),
      ("B12", "GND", T.PASSIVE), ("S1", "SHIELD", T.PASSIVE)),
-    "flashing and REPL over the C3's USB-Serial/JTAG",
+    "flashing and REPL over the S3's native USB",
 )
 LMR36510 = PartDef(
     "LMR36510ADDA", "U",
@@ -110,23 +110,30 @@ USBLC6 = PartDef(
 )
 
 
-def _esp32_c3_mini_1_pins() -> tuple[PinDef, ...]:
-    """ESP32-C3-MINI-1 module pads 1-53 (36-53 are the ground pads underneath)."""
-    named = {
-        1: ("GND", T.PWRIN), 2: ("GND", T.PWRIN), 3: ("3V3", T.PWRIN), 5: ("IO2", T.BIDIR),
-        6: ("IO3", T.BIDIR), 8: ("EN", T.INPUT), 11: ("GND", T.PWRIN), 12: ("IO0", T.BIDIR),
-        13: ("IO1", T.BIDIR), 14: ("GND", T.PWRIN), 16: ("IO10", T.BIDIR),
-        18: ("IO4", T.BIDIR), 19: ("IO5", T.BIDIR), 20: ("IO6", T.BIDIR), 21: ("IO7", T.BIDIR),
-        22: ("IO8", T.BIDIR), 23: ("IO9", T.BIDIR), 26: ("IO18", T.BIDIR),
-        27: ("IO19", T.BIDIR), 30: ("RXD0", T.BIDIR), 31: ("TXD0", T.BIDIR),
-    }
-    named.update({n: ("GND", T.PWRIN) for n in range(36, 54)})
-    return tuple((str(n), *named.get(n, ("NC", T.NOCONNECT))) for n in range(1, 54))
+def _esp32_s3_mini_1_pins() -> tuple[PinDef, ...]:
+    """ESP32-S3-MINI-1 module pads 1-65, following the "Pin Definitions" table of Espressif's
+    ESP32-S3-MINI-1 & MINI-1U datasheet (written from that table; the revision was not at hand),
+    and identical pad for pad to KiCad's RF_Module.kicad_sym ESP32-S3-MINI-1 symbol (the copy
+    SKiDL 3.0.0 ships). Check it against the footprint's pad numbers before layout.
+
+    GND: 1, 2, 42, 43, 46-65. The chip has no GPIO22-25; GPIO27-32 are its flash/PSRAM bus and
+    are not brought out; GPIO26 is, but it is the PSRAM's chip select on the -N4R2. GPIO43/44
+    appear as TXD0/RXD0."""
+    named = {3: ("3V3", T.PWRIN), 39: ("TXD0", T.BIDIR), 40: ("RXD0", T.BIDIR),
+             41: ("IO45", T.BIDIR), 44: ("IO46", T.BIDIR), 45: ("EN", T.INPUT)}
+    named.update({4 + n: ("IO%d" % n, T.BIDIR) for n in range(22)})  # pads 4-25: IO0-IO21
+    ios = (26, 47, 33, 34, 48, 35, 36, 37, 38, 39, 40, 41, 42)  # pads 26-38, in this order
+    named.update({26 + i: ("IO%d" % n, T.BIDIR) for i, n in enumerate(ios)})
+    named.update({n: ("GND", T.PWRIN) for n in (1, 2, 42, 43, *range(46, 66))})
+    return tuple((str(n), *named[n]) for n in range(1, 66))
 
 
-ESP32_C3_MINI_1 = PartDef(
-    "ESP32-C3-MINI-1", "U", "RF_Module:ESP32-C3-MINI-1", _esp32_c3_mini_1_pins(),
-    "ESP32-C3 WiFi/BLE module, 4 MB flash, PCB antenna",
+# The footprint is KiCad's ESP32-S2-MINI-1: KiCad's own ESP32-S3-MINI-1 symbol points at it (the
+# S2 and S3 MINI-1 share the 15.4 x 20.5 mm, 65-pad land pattern) and its library has no
+# separate S3 footprint, so this name resolves in a stock KiCad.
+ESP32_S3_MINI_1 = PartDef(
+    "ESP32-S3-MINI-1", "U", "RF_Module:ESP32-S2-MINI-1", _esp32_s3_mini_1_pins(),
+    "ESP32-S3 WiFi/BLE module, 4 MB flash, 2 MB quad PSRAM (-N4R2), PCB antenna",
 )
 
 
