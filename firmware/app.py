@@ -5,6 +5,7 @@ import asyncio
 import gc
 from array import array
 import json
+import math
 import os
 
 import board
@@ -27,8 +28,11 @@ TASK_RESTART_S = 5
 RETRY_MS = 10000
 SWITCH_RETRY_MAX_MS = 600000  # a switch on that keeps failing is tried again this rarely
 SWITCH_OFF_RETRY_MAX_MS = 60000  # off is what failing safe needs: at least once a minute
-CONTROL_PERIOD_S = 0.25  # fresh grid values arrive about once a second: react within this
+CONTROL_PERIOD_S = 0.25  # between grid samples (each wakes a step): the charger's changes
 BELIEF_FRESH_S = 1.5  # the status claims on/off only while the charger's frames are this fresh
+BULK = 3  # CS: the battery takes what the limit allows, so the current follows the limit
+FOLLOW_MAX_S = 3.0  # a report older than this is not moved on (the link is about to count
+# as lost anyway)
 DRAW_HISTORY = 16  # the charger's output at each control step: 4 s, to match a grid sample
 NO_WATCHDOG_FLAG = "nowdt"
 HEALTHY_S = 60  # an update that has run this long (with the watchdog fed) is kept
@@ -273,9 +277,9 @@ class App:
         sit.increase_wait_s = budget.increase_wait_ms(now) // 1000
         if self.poller is not None:
             sit.grid_failures = getattr(self.poller, "failures", 0)
-            sent = getattr(self.poller.reading, "sent_ms", None)
-            if sent is not None:
-                sit.sample_output_w = self._draw_at(sent)
+            sampled = getattr(self.poller.reading, "sampled_ms", None)
+            if sampled is not None:
+                sit.sample_output_w = self._draw_at(sampled)
         return sit
 
     def confirmed_on(self):
@@ -286,14 +290,32 @@ class App:
         on = self.link.state.charging
         return on if on is not None else self.switched
 
+    def _followed(self, amps, now):
+        """The reported current moved on to `now` along the charger's first-order response
+        toward the limit in force: its reports come once a second, and a ramp moves on
+        meanwhile (up only in bulk, where the battery takes what the limit allows)."""
+        s = self.link.state
+        limit = self.link.confirmed_limit()
+        if limit is None or s.current_ms is None or amps <= 0:
+            return amps  # at 0 it may be starting up: no ramp to follow yet
+        if limit > amps and s.state != BULK:
+            return amps
+        tau = self.controller.s["response_s"]
+        if tau <= 0:
+            return limit
+        dt = min(ticks_diff(now, s.current_ms) / 1000, FOLLOW_MAX_S)
+        return limit + (amps - limit) * math.exp(-dt / tau)
+
     def _record_draw(self, now):
         s = self.link.state
         k = self.draws_at
         volts, amps = s.voltage_v, s.current_a
         if self.confirmed_on() is False:
             self.draws[k] = 0.0
+        elif volts is None or amps is None:
+            self.draws[k] = -1.0
         else:
-            self.draws[k] = -1.0 if volts is None or amps is None else volts * amps
+            self.draws[k] = volts * self._followed(amps, now)
         self.draws_ms[k] = now
         self.draws_at = (k + 1) % DRAW_HISTORY
 
@@ -317,6 +339,9 @@ class App:
                 self.switched = not self.powered_off
             except Exception as err:  # an unreachable plug is reported, not fatal
                 self.log("plug: %s" % err)
+        woken = asyncio.Event()  # here, not in __init__: CPython binds it to the running loop
+        if self.poller is not None:
+            self.poller.on_sample = woken.set
         while True:
             self.beat("control")
             self.control_steps += 1
@@ -330,7 +355,11 @@ class App:
                 )
             await self.apply(decision)
             self.count_energy(ticks_ms())
-            await asyncio.sleep(CONTROL_PERIOD_S)
+            try:  # a new grid sample is acted on at once, not up to a period later
+                await asyncio.wait_for(woken.wait(), CONTROL_PERIOD_S)
+            except asyncio.TimeoutError:
+                pass
+            woken.clear()
 
     async def apply(self, d):
         """Reconcile the charger with the decision on every step: a limit or an on/off that

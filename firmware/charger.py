@@ -101,6 +101,7 @@ class ChargerState:
         self.serial = None
         self.voltage_v = None
         self.current_a = None
+        self.current_ms = None  # when the current was reported
         self.state = None  # CS / 0x0201 code
         self.error = None  # ERR / 0xEDDA code
         self.off_reason = None  # 0x0207 bits
@@ -245,6 +246,7 @@ class Link:
             self._outputs_in_text = more != 0 or self._outputs_in_text
             if self._outputs_in_text or not self._fresh(self._hex_i_ms, now):
                 s.current_a = (i + more) / 1000
+                s.current_ms = now
         s.state = block.number("CS", s.state)
         s.error = block.number("ERR", s.error)
         if block.has("T"):
@@ -284,11 +286,12 @@ class Link:
             i = frame.unpack_sized(True)
             if i is not None:
                 s.current_a = i / 1000
-                self._hex_i_ms = now
+                s.current_ms = self._hex_i_ms = now
         elif reg == 0xED8F or reg == 0xEDD7:
             i = frame.unpack_sized(True)
             if i is not None and not self._fresh(self._hex_i_ms, now):
                 s.current_a = i / 10
+                s.current_ms = now
         elif reg == 0x0201:
             s.state = frame.unpack_sized(False)
         elif reg == 0x0207:

@@ -479,6 +479,19 @@ class Controller:
                 self.overdrive = (od[0], target)
             return Decision(sit.min_a, True, "down to %s A: holding the minimum %s A until the "
                             "current is there" % (self.overdrive[1], sit.min_a))
+        if (
+            target < current
+            and not lead
+            and sit.grid_w <= s["target_grid_w"]
+            and sit.current_a is not None
+            and sit.current_a < current - s["not_taking_a"]
+        ):
+            # no import, and the current is still below the limit: a ramp (its reports lag it,
+            # so the surplus reads low) or a battery that takes less; it goes down when the
+            # meter shows import, or on a falling trend
+            self.setpoint_a = current
+            return Decision(current, True, "holding %s A: %d W exported, the current (%s A) "
+                            "still below it" % (current, -sit.grid_w, sit.current_a))
         if target < current:  # import (or about to): down at once
             self.changed_ms = now
             hold = self._overdrive_s(sit.current_a, target, sit.min_a)

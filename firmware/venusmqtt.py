@@ -58,6 +58,7 @@ class MqttGrid:
         self.heartbeat_ms = None
         self.changed_ms = None  # when a value last changed
         self.fresh = False  # something arrived since the reading was last computed
+        self.on_sample = None  # called on each new sample (the app's control step wakes)
         self.counters = {"messages": 0, "keepalives": 0, "heartbeats": 0}
 
     def _error(self, kind, detail):
@@ -202,9 +203,11 @@ class MqttGrid:
         r = self.reading
         r.power_w = int(round(power))
         r.phases = [None if w is None else int(round(w)) for w in phases]
-        r.at_ms = now
+        r.at_ms = r.sampled_ms = now  # pushed as it changes: the sample is this fresh
         r.seq += 1
         self.last_error = None
+        if self.on_sample:
+            self.on_sample()
 
     def status(self):
         r = self.reading

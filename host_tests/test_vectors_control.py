@@ -171,6 +171,27 @@ def test_a_big_step_down_holds_the_minimum_first():
     assert 4.0 < d.setpoint_a < 5.0 and ctl.overdrive is None
 
 
+def test_no_step_down_while_exporting_and_the_current_is_still_below_the_limit():
+    """The charger's reports lag its ramp, so the surplus reads low while it rises: with the
+    house exporting, the limit stays; import, or a falling trend, takes it down at once."""
+    def first(grid, current_a=4.0, grids=()):
+        ctl = control.Controller(settings(overdrive=False))
+        ctl.on, ctl.setpoint_a = True, 11.0
+        for k, g in enumerate(grids):  # earlier readings, for a trend
+            ctl.step(k * 1000, situation(current_a=current_a, grid_w=g, grid_seq=k + 1))
+        n = len(grids)
+        return ctl.step(n * 1000, situation(current_a=current_a, grid_w=grid, grid_seq=n + 1))
+
+    held = first(-150)  # 4 A drawn + 150 W exported reads as ~7.5 A of surplus
+    assert held.setpoint_a == 11.0 and "still below" in held.reason
+    down = first(10)  # importing: down at once, whatever the ramp
+    assert down.setpoint_a < 5.0 and down.reason.startswith("down to")
+    at_limit = first(-150, current_a=10.5)  # the current is there: the surplus is real
+    assert "still below" not in at_limit.reason and at_limit.setpoint_a >= 11.0
+    falling = first(-150, grids=(-250, -200))  # a trend: ahead of it
+    assert falling.setpoint_a < 11.0 and "falling" in falling.reason
+
+
 def test_a_falling_surplus_is_met_ahead_but_a_step_is_not_a_trend():
     def run(grids):
         ctl = control.Controller(settings(overdrive=False))

@@ -413,3 +413,30 @@ def test_house_battery_power_is_read_with_the_grid() -> None:
             await stop(poller, task)
 
     with_venus(test)
+
+
+def test_a_value_polled_again_unchanged_is_not_a_new_sample() -> None:
+    """Polled twice a second, Venus's once-a-second value comes back unchanged: the same
+    sample, not a new one (the controller acts on new ones, and is woken for each)."""
+
+    async def test(regs: VenusRegisters, port: int) -> None:
+        regs.update(Reading(grid_w=(-100, 0, 0)))
+        poller = venus.Poller(settings(port, interval_s=0.5), log=lambda *_: None)
+        woken = []
+        poller.on_sample = lambda: woken.append(poller.reading.seq)
+        task = await start(poller)
+        try:
+            await until(lambda: poller.reading.seq > 0, 3, "a reading")
+            reads, seq = poller.counters["reads"], poller.reading.seq
+            await until(lambda: poller.counters["reads"] >= reads + 1, 3, "polled again")
+            assert poller.reading.seq == seq  # 0.5 s later, unchanged: the same sample
+            regs.update(Reading(grid_w=(-180, 0, 0)))
+            await until(lambda: poller.reading.power_w == -180, 3, "the new value")
+            assert poller.reading.seq == seq + 1
+            # unchanged for a meter period: a new sample again (a steady house is no stale one)
+            await until(lambda: poller.reading.seq == seq + 2, 3, "a new sample after 1 s")
+            assert woken == list(range(1, seq + 3))
+        finally:
+            await stop(poller, task)
+
+    with_venus(test)
