@@ -7,6 +7,7 @@ from array import array
 import json
 import math
 import os
+import sys
 
 import board
 import charger
@@ -30,6 +31,12 @@ SWITCH_RETRY_MAX_MS = 600000  # a switch on that keeps failing is tried again th
 SWITCH_OFF_RETRY_MAX_MS = 60000  # off is what failing safe needs: at least once a minute
 CONTROL_PERIOD_S = 0.25  # between grid samples (each wakes a step): the charger's changes
 BELIEF_FRESH_S = 1.5  # the status claims on/off only while the charger's frames are this fresh
+# the GC heap (as gc reports it) the full set (the core, MQTT, discovery) needs: on the 64-bit
+# Unix port it runs at -X heapsize=280K (gc: 277 kB) and not at 272K (tools/bench_heap.py
+# --find-min, README "Memory"); 32 bits: estimated (the modules take as much as on 64 bits,
+# the running part less), not measured on a board
+FULL_SET_HEAP_64 = 276 * 1024
+FULL_SET_HEAP_32 = 256 * 1024
 BULK = 3  # CS: the battery takes what the limit allows, so the current follows the limit
 FOLLOW_MAX_S = 3.0  # a report older than this is not moved on (the link is about to count
 # as lost anyway)
@@ -104,10 +111,15 @@ class App:
         self.controller = control.Controller(settings)
         self.poller = self._grid_source(config)
         self.mqtt = None
+        self.left_out = None  # what a small heap leaves out, and why
         if config["mqtt"]["host"] and not config.safe_mode:
-            import mqtt
+            self.left_out = self._too_small(board_)
+            if self.left_out:
+                self.log("core only: " + self.left_out)
+            else:
+                import mqtt
 
-            self.mqtt = mqtt.Mqtt(self, config["mqtt"], self._serial_hint)
+                self.mqtt = mqtt.Mqtt(self, config["mqtt"], self._serial_hint)
         self.wifi = wifi.Supervisor(board_.radio, config, self.log)
         self.ota_root = config_path.rsplit("/", 1)[0] if "/" in config_path else ""
         self.updater = None  # ota.Updater, loaded when an update begins
@@ -129,6 +141,16 @@ class App:
         self.control_steps = 0  # proof of life: the controller decides about 4 times a second
 
     # -- log and persistence -----------------------------------------------------------------
+
+    def _too_small(self, board_):
+        """Why MQTT is left out (None: it is not): below the heap the full set needs, the
+        core (charger, controller, Venus, page and API) runs alone, not in MemoryErrors."""
+        total = board_.heap_total()
+        need = FULL_SET_HEAP_64 if sys.maxsize > 0x7FFFFFFF else FULL_SET_HEAP_32
+        if total is None or total >= need:
+            return None
+        return "MQTT and Home Assistant discovery left out: %d kB of heap, they need %d kB" % (
+            total // 1024, need // 1024)
 
     def uptime_s(self):
         return ticks_diff(ticks_ms(), self.started_ms) // 1000
@@ -525,7 +547,8 @@ class App:
 
     async def run(self):
         self.log(
-            "IP22 adapter %s on %s, config: %s" % (VERSION, self.board.name, self.config.source)
+            "IP22 adapter %s on %s (%s), config: %s"
+            % (VERSION, self.board.name, self.board.memory(), self.config.source)
         )
         tasks = [
             asyncio.create_task(self.supervise("link", self.link_task)),
@@ -727,6 +750,7 @@ class App:
             "control": self.control_status(),
             "plug": self.plug.status() if self.plug_ready() else None,
             "mqtt": self.mqtt.status() if self.mqtt else None,
+            "left_out": self.left_out,
             "ota": self.ota_status(),
             "energy": {
                 "charged_kwh": round(self.energy["charged_wh"] / 1000, 3),

@@ -49,6 +49,14 @@ class StreamPort:
             pass
 
 
+def heap_total():
+    """The GC heap's size (None where the port cannot say: CPython)."""
+    if not hasattr(gc, "mem_free"):
+        return None
+    gc.collect()
+    return gc.mem_free() + gc.mem_alloc()
+
+
 def free_heap():
     return gc.mem_free() if hasattr(gc, "mem_free") else None
 

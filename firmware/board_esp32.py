@@ -1,17 +1,21 @@
-"""The adapter board: an ESP32-C3 with UART1 on the charger's header, WiFi, a watchdog."""
+"""The adapter board: an ESP32-S3 (with PSRAM) with UART1 on the charger's header, WiFi, a
+watchdog."""
 
 import asyncio
 
 import machine
 import network
 
+import board
 from board import StreamPort
 
 BAUDRATE = 19200
+IDF_KEEP = 64 * 1024  # of the IDF's free heap: WiFi, lwIP's sockets and TLS need it
+PSRAM_REGION = 512 * 1024  # a data region this big is PSRAM (internal RAM is 512 kB in all)
 
 
 class Esp32Board:
-    """The adapter board: ESP32-C3, UART1 on the header through the isolator."""
+    """The adapter board: ESP32-S3-MINI-1-N4R2, UART1 on the header through the isolator."""
 
     name = "esp32"
 
@@ -39,6 +43,34 @@ class Esp32Board:
 
     def reset(self):
         machine.reset()
+
+    def heap_total(self):
+        """What the GC heap can have: its size now plus what the IDF heap can still give it
+        (MicroPython 1.21+ starts the heap small and grows it), less what WiFi and sockets
+        keep. With PSRAM that is megabytes; a C3 or an S3 without PSRAM has ~150 kB."""
+        total = board.heap_total() or 0
+        try:
+            import esp32
+
+            regions = esp32.idf_heap_info(esp32.HEAP_DATA)
+        except (ImportError, AttributeError):
+            return total
+        spare = sum(r[2] for r in regions) - IDF_KEEP
+        return total + max(0, spare)
+
+    def memory(self):
+        """For the start line: PSRAM (if any) and the heap."""
+        psram = 0
+        try:
+            import esp32
+
+            psram = sum(r[0] for r in esp32.idf_heap_info(esp32.HEAP_DATA) if r[0] > PSRAM_REGION)
+        except (ImportError, AttributeError):
+            pass
+        heap = self.heap_total() // 1024
+        if psram:
+            return "PSRAM %d kB, heap %d kB" % (psram // 1024, heap)
+        return "no PSRAM, heap %d kB" % heap
 
 
 class Esp32Radio:

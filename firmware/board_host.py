@@ -3,6 +3,7 @@ host's network, no watchdog."""
 
 import asyncio
 
+import board
 from board import StreamPort
 
 # Linux termios values the MicroPython termios module does not name
@@ -51,6 +52,13 @@ class HostBoard:
 
     def watchdog(self, timeout_ms):
         return NoWatchdog()
+
+    def heap_total(self):
+        return board.heap_total()  # -X heapsize on the Unix port
+
+    def memory(self):
+        total = self.heap_total()
+        return "heap %d kB" % (total // 1024) if total else "heap not measured"
 
     def reset(self):
         raise SystemExit(0)

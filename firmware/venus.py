@@ -33,7 +33,7 @@ PROTOCOL = "protocol"  # a reply that breaks the MBAP/PDU rules
 EXCEPTION = "exception"  # a Modbus exception response
 STALE = "frozen"  # the value stopped changing
 EVIDENCE = (REFUSED, CLOSED, PROTOCOL, EXCEPTION, STALE)  # the GX says it has no value
-BACKOFF_MAX_S = 2  # reconnect this often at most apart: tracking again soon after an outage
+BACKOFF_MAX_S = 1  # reconnect this often at most apart: tracking again soon after an outage
 METER_PERIOD_MS = 1000  # Venus's grid value changes about once a second
 
 EXCEPTION_NAMES = {

@@ -23,7 +23,8 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # starts: these go first, slowest first (seconds on their own, 2 cores). A new file that takes
 # more than a minute belongs here too.
 SLOW_FILES_FIRST = (
-    "test_control_regressions.py",  # ~270
+    "test_heap_core.py",  # ~630: ten minutes of the core on a small heap
+    "test_control_regressions.py",  # ~290
     "test_control_e2e.py",  # 147
     "test_mqtt.py",  # 139
     "test_charger_link.py",  # 94

@@ -54,9 +54,13 @@ class Firmware:
         config: Any = None,
         raw_config: str | None = None,
         extra: tuple[str, ...] = (),
+        heapsize: str | None = None,
+        build: tuple[Path, Path] | None = None,
     ):
         self.workdir = workdir
         self.extra = extra
+        self.heapsize = heapsize  # -X heapsize of the Unix port (None: its default)
+        self.build = build  # (firmware, lib) compiled to .mpy as on the board (bench_heap.build)
         self.uart = uart
         self.port = free_port()
         self.config_path = workdir / "config.json"
@@ -69,8 +73,10 @@ class Firmware:
 
     def start(self, timeout: float = 15) -> "Firmware":
         micropython = need_tool("micropython")
-        env = dict(os.environ, MICROPYPATH="%s:.frozen" % staged_lib())
-        args = [micropython, str(FIRMWARE / "main.py"), "--config", str(self.config_path)]
+        firmware, lib = self.build or (FIRMWARE, staged_lib())
+        env = dict(os.environ, MICROPYPATH="%s:.frozen" % lib)
+        args = [micropython] + (["-X", "heapsize=" + self.heapsize] if self.heapsize else [])
+        args += [str(firmware / "main.py"), "--config", str(self.config_path)]
         args += ["--uart", self.uart, "--http-host", "127.0.0.1", "--http-port", str(self.port)]
         args += list(self.extra)
         self.log_file = open(self.workdir / "firmware.log", "w")

@@ -166,6 +166,31 @@ def test_settings_form_validates_on_the_board(page: Any) -> None:
     assert '"stored_daily_max": 40' in fw.config_path.read_text()
 
 
+def test_a_heap_too_small_for_mqtt_is_said_on_the_page(page: Any, tmp_path: Any) -> None:
+    """MQTT configured on a heap below the full set's: the page's Health card says it was
+    left out (the firmware compiled to .mpy, as on a board: from source it needs more)."""
+    from tools import bench_heap
+
+    browser = page[0].context.browser  # the module's Chromium: one Playwright per thread
+    build = bench_heap.build(tmp_path / "build")
+    with Background(make_world()) as sim:
+        host, port = sim.endpoints["venus"].rsplit(":", 1)
+        config = {"venus": {"host": host, "port": int(port)},
+                  "mqtt": {"host": "127.0.0.1", "port": 1}}
+        fw = Firmware(tmp_path, sim.endpoints["charger"], config, heapsize="240K", build=build)
+        with fw:
+            said = fw.wait_for(lambda s: s["left_out"], what="MQTT left out")["left_out"]
+            assert "MQTT" in said and fw.status()["mqtt"] is None
+            tab = browser.new_page(viewport={"width": 1100, "height": 1000})
+            try:
+                tab.goto("http://127.0.0.1:%d/" % fw.port)
+                tab.wait_for_function(
+                    "document.getElementById('health').textContent.includes('left out')")
+                assert said in tab.inner_text("#health")
+            finally:
+                tab.close()
+
+
 def test_screenshot(page: Any) -> None:
     tab, sim, fw = page
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

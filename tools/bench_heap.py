@@ -145,6 +145,11 @@ def main() -> int:
         action="store_true",
         help="also the breakdown on a 32-bit MicroPython (the webassembly port, from npm)",
     )
+    ap.add_argument(
+        "--core",
+        action="store_true",
+        help="a heap below the full set's: the firmware must leave MQTT out and run the core",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--workdir", type=Path, default=BUILD, help="build, logs (build/heap)")
     args = ap.parse_args()
@@ -171,7 +176,7 @@ def main() -> int:
         print(breakdown_table(out["breakdown"], out.get("breakdown_32")))
     def run_for_minutes(heap: str, name: str) -> dict[str, Any]:
         r = run(heap, args.minutes * 60, args.speed, workdir=args.workdir / name,
-                fw_lib=fw_lib, progress=say, trace=args.trace)
+                fw_lib=fw_lib, progress=say, trace=args.trace, core=args.core)
         r["revision"] = out["revision"]
         if not quiet:
             print(table(r))
@@ -189,6 +194,7 @@ def main() -> int:
             progress=say,
             workdir=args.workdir / "find-min",
             fw_lib=fw_lib,
+            core=args.core,
         )
         out["find_min"] = m
         if not quiet:

@@ -23,6 +23,7 @@ def find_min(
     progress: Callable[[str], None] | None = None,
     workdir: Path | None = None,
     fw_lib: tuple[Path, Path] | None = None,
+    core: bool = False,
 ) -> dict[str, Any]:
     """Bisect in STEP between `low` (assumed too small; checked) and `high` (raised until it
     runs). Every trial gets its own broker and simulator."""
@@ -39,6 +40,7 @@ def find_min(
             workdir=workdir / ("heap-%dK" % (n // 1024)),
             fw_lib=fw_lib,
             stop_on_failure=True,
+            core=core,
         )
         why = r.get("stopped_early") or ("ok" if r["ok"] else why_failed(r))
         say("  heapsize %s: %s" % (size_arg(n), "runs" if r["ok"] else "fails (%s)" % why))

@@ -52,10 +52,13 @@ def run(
     stop_on_failure: bool = False,
     progress: Callable[[str], None] | None = None,
     trace: bool = False,
+    core: bool = False,
 ) -> dict[str, Any]:
     """The firmware at -X heapsize=`heap` for `seconds` after start-up with the page polled.
     `broker`: a running mosquitto (else one is started in `workdir`). `stop_on_failure`: end
-    the run at the first MemoryError, task restart, failed request or exit (for --find-min)."""
+    the run at the first MemoryError, task restart, failed request or exit (for --find-min).
+    `core`: MQTT is configured, and the heap is expected to be too small for it: the firmware
+    must say it left MQTT out and run the rest."""
     say = progress or (lambda text: None)
     mp = micropython or micropython_path()
     workdir = Path(workdir or tempfile.mkdtemp(prefix="bench_heap_"))
@@ -71,6 +74,7 @@ def run(
         "heapsize_b": parse_size(heap),
         "speed": speed,
         "trace": trace,
+        "core": core,
     }
     sim_args = make_parser().parse_args(
         ["--scenario", scenario, "--speed", str(speed), "--soc", "0.3"]
@@ -105,7 +109,7 @@ def run(
                 try:
                     result.update(
                         _observe(proc, browser, port, seconds, tap, log_path, say,
-                                 stop_on_failure)
+                                 stop_on_failure, core)
                     )
                 finally:  # stopped while the simulator still runs
                     browser.stop()
@@ -161,8 +165,9 @@ def _observe(
     log_path: Path,
     say: Callable[[str], None],
     stop_on_failure: bool,
+    core: bool = False,
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"exit_code": None, "stopped_early": None}
+    out: dict[str, Any] = {"exit_code": None, "stopped_early": None, "left_out": None}
     t_start = time.monotonic()
 
     def exited() -> bool:
@@ -216,13 +221,16 @@ def _observe(
             out["stopped_early"] = "did not settle within %.0f s" % SETTLE_TIMEOUT_S
             return _finish(out, browser, tap, None, None)
         st = browser.last_status()
+        if st:
+            out["left_out"] = st.get("left_out")
+        publishing = bool(
+            st and st["mqtt"] and st["mqtt"].get("connected") and st["mqtt"].get("published", 0)
+        )
         if (
             st
             and st["charger"]["max_a"] is not None
             and st["grid"]["power_w"] is not None
-            and st["mqtt"]
-            and st["mqtt"].get("connected")
-            and st["mqtt"].get("published", 0) > 0
+            and (bool(st.get("left_out")) if core else publishing)
         ):
             settled_at = st["uptime_s"]
         time.sleep(0.5)
@@ -317,6 +325,8 @@ def _finish(
         out["bytes_discarded"] = c["bytes_discarded"]
         out["charger_reconnects"] = c["reconnects"]
         out["commands"] = c["commands"]
+        out["confirmed"] = c["confirmed"]
+        out["left_out"] = end.get("left_out")
         out["command_failures"] = c["failures"]
         sent_frames = sent["text_ok"] + sent["hex_ok"]
         out["frames_sent"] = sent_frames

@@ -1,0 +1,70 @@
+"""Core only on a small heap: MQTT configured, but the heap below what the full set needs. The
+firmware must say at start that it leaves MQTT (and discovery) out, and run the rest for ten
+minutes without a MemoryError: frames parsed, the grid read, the charger steered (commands it
+confirmed), the status page answered. Its own file: ten minutes on one xdist worker while the
+others run the rest."""
+
+from __future__ import annotations
+
+import faulthandler
+from pathlib import Path
+
+import pytest
+from broker import mosquitto_fixture  # noqa: F401
+from conftest import need_tool
+
+from tools import bench_heap
+from tools.mosquitto import Mosquitto
+
+# the smallest heap at which the core runs on the 64-bit Unix port (tools/bench_heap.py
+# --find-min --core, README "Memory": 216K in 60 s trials) plus 24K: at 224K one of 600 page
+# requests met a MemoryError in ten minutes
+CORE_HEAP = "240K"
+SECONDS = 600  # the issue: ten minutes
+SPEED = 1  # the charger and the clouds in real time: the controller has its usual work
+
+pytestmark = pytest.mark.timeout(SECONDS + 240)  # ten minutes, start-up, the build
+
+
+def test_core_alone_runs_ten_minutes_where_mqtt_does_not_fit(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    faulthandler.cancel_dump_traceback_later()  # the suite's 290 s stack dump: long by design
+    micropython = need_tool("micropython")
+    need_tool("mpy-cross")
+    r = bench_heap.run(
+        CORE_HEAP, SECONDS, speed=SPEED, broker=mosquitto, workdir=tmp_path,
+        micropython=micropython, core=True,
+    )
+    report = bench_heap.table(r)
+    print(report)
+    problems = []
+    if r.get("stopped_early"):
+        problems.append("stopped early: %s" % r["stopped_early"])
+    if r.get("exit_code") is not None:
+        problems.append("the firmware exited with %s" % r["exit_code"])
+    if r["memory_errors"]:
+        problems.append("%d MemoryError lines in the log" % r["memory_errors"])
+    if r.get("task_restarts") != 0 or r["task_failures_logged"]:
+        problems.append("task restarts: %s %s" % (r.get("task_restarts"),
+                                                  r["task_failures_logged"]))
+    if "MQTT" not in (r.get("left_out") or ""):
+        problems.append("/api/status does not say MQTT was left out: %r" % r.get("left_out"))
+    log = Path(r["log_path"]).read_text(errors="replace")
+    if "core only: MQTT" not in log:
+        problems.append("no start line saying MQTT was left out")
+    if r.get("mqtt_published") or r.get("mqtt_connects"):
+        problems.append("MQTT ran after all: %s published" % r.get("mqtt_published"))
+    requests = r.get("requests", {})
+    for path in ("/", "/api/status", "/api/history"):
+        if not requests.get("per_path", {}).get(path, {}).get("ok"):
+            problems.append("no answer to %s" % path)
+    if requests.get("failed"):
+        problems.append("%s HTTP requests failed" % requests["failed"])
+    if not r.get("confirmed"):
+        problems.append("the charger was not steered: %s commands, none confirmed"
+                        % r.get("commands"))
+    for key in ("frames_in_run", "venus_ok_in_run"):
+        if not r.get(key):
+            problems.append("nothing in %s" % key)
+    assert not problems, "\n".join(problems) + "\n\n" + report
