@@ -33,6 +33,10 @@ def _check(spec, value):
             return "must be text"
         if len(value) > spec[2]:
             return "must be at most %d characters" % spec[2]
+        for c in value:  # it becomes a hostname, a topic, a header, a line in a UTF-8 file
+            o = ord(c)
+            if o < 0x20 or o == 0x7F or 0xD800 <= o <= 0xDFFF:
+                return "must not hold control characters (CR, LF, NUL, tab) or invalid text"
         return None
     if kind == "bool":
         return None if isinstance(value, bool) else "must be true or false"

@@ -23,6 +23,15 @@ def text(status):
         ("ip22_uptime_seconds", status["uptime_s"]),
         ("ip22_free_heap_bytes", status["free_heap"]),
     ]
+    w = status.get("web")
+    if w:
+        rows += [
+            ("ip22_http_auth_failures_total", w["auth_failures"]),
+            ("ip22_http_auth_delayed_total", w["auth_delayed"]),
+            ("ip22_http_connections_dropped_total", w["dropped"]),
+            ("ip22_http_refused_total", sum(w["refused"].values())),
+            ("ip22_http_connections_open", w["open"]),
+        ]
     lines = []
     for name, value in rows:
         if value is None:

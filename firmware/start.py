@@ -71,6 +71,10 @@ def make_app(argv):
     a = app.App(
         cfg, hw, state_path, opts.get("http-host", "0.0.0.0"), opts.get("http-port"), path
     )
+    fail = _env("IP22_FAIL_TASK")  # tests: "web:3" makes the web task fail three times
+    if fail and ":" in fail:
+        name, times = fail.split(":", 1)
+        a.fail_task = [name, int(times)]
     healthy_s = _env("IP22_HEALTHY_S")  # the Unix port as a board: a rollback in seconds
     if healthy_s:
         a.healthy_s = int(healthy_s)

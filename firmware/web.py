@@ -5,7 +5,9 @@ import asyncio
 import json
 
 import cold
+import webguard
 from microdot import Microdot, Request, Response, redirect, send_file
+from webguard import Refused
 
 # bounded requests: a request line or header over 1 kB, or a body over 4 kB, is refused; only
 # an update's file may be longer, and it is streamed to flash, never held in memory
@@ -21,8 +23,106 @@ WRONG_PASSWORD_DELAY_S = 1
 STATIC = (__file__.rsplit("/", 1)[0] + "/" if "/" in __file__ else "") + "static/"
 
 
+_write = Response.write
+
+
+async def _write_with_reason(self, stream):
+    """microdot says "N/A" for every status but 200: the standard phrase instead."""
+    if self.reason is None:
+        self.reason = webguard.REASONS.get(self.status_code, "Unknown")
+    await _write(self, stream)
+
+
+Response.write = _write_with_reason
+
+
+async def _answer(writer, status, why):
+    """An answer written by hand, for a request refused before microdot has one."""
+    body = json.dumps({"error": why})
+    head = "HTTP/1.0 %d %s\r\nContent-Type: application/json; charset=UTF-8\r\n" % (
+        status, webguard.REASONS.get(status, "Unknown"))
+    writer.write(("%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)).encode())
+    await writer.drain()
+
+
+class Server(Microdot):
+    """microdot with bounds (webguard): a cap on connections, a time limit on the head,
+    bounded lines and headers, refused with the right status before they are read whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.connections = webguard.Connections()
+        self.guard = webguard.PasswordGuard()
+        self.refused = {}  # status -> requests refused while their head was read
+
+    def _count(self, status):
+        key = str(status)
+        self.refused[key] = self.refused.get(key, 0) + 1
+
+    async def handle_request(self, reader, writer):
+        entry = self.connections.admit()
+        try:
+            if entry is None:
+                self._count(503)
+                await _answer(writer, 503, "busy: %d connections" % webguard.MAX_CONNECTIONS)
+                return
+            stream = webguard.BoundedStream(reader)
+            try:
+                making = Request.create(self, stream, writer, writer.get_extra_info("peername"))
+                req = await asyncio.wait_for(making, webguard.HEAD_TIMEOUT_S)
+            except Refused as err:
+                self._count(err.status)
+                await _answer(writer, err.status, err.why)
+                return
+            except asyncio.TimeoutError:
+                self._count(408)
+                await _answer(writer, 408, "no whole request in %d s" % webguard.HEAD_TIMEOUT_S)
+                return
+            except (ValueError, IndexError, EOFError, UnicodeError):
+                self._count(400)
+                await _answer(writer, 400, "malformed request")
+                return
+            if req is None:
+                return  # closed before a request line
+            entry[2] = True  # the head is in: busy, not idle
+            stream.idle_s = webguard.BODY_IDLE_S
+            res = await self.dispatch_request(req)
+            if res != Response.already_handled:
+                await res.write(writer)
+        except asyncio.CancelledError:
+            pass  # the oldest idle one, beyond the cap; or the server closes
+        except OSError:
+            pass  # the client went away
+        finally:
+            if entry is not None:
+                self.connections.done(entry)
+            try:
+                await writer.aclose()  # MicroPython's close() alone leaves the socket open
+            except Exception:  # noqa: BLE001  gone already
+                pass
+
+    def close(self):
+        """The listening socket and every connection, so that a restart can bind again."""
+        if getattr(self, "server", None) is not None:
+            self.server.close()
+        self.connections.close_all()
+
+    def status(self):
+        c, g = self.connections, self.guard
+        return {
+            "open": len(c.open),
+            "connections_max": c.most,
+            "cap": webguard.MAX_CONNECTIONS,
+            "dropped": c.dropped,
+            "refused": self.refused,
+            "auth_failures": g.failures,
+            "auth_delayed": g.delayed,
+            "auth_wait_s": g.wait_s(),
+        }
+
+
 def make_app(app):
-    server = Microdot()
+    server = Server()
     failures = {"auth": 0}
 
     async def authorised(request):
@@ -32,7 +132,14 @@ def make_app(app):
             return {"error": "no admin password is set (admin.password_hash)"}, 403
         auth = cold.load("auth")  # only for changes
         password = auth.password_from_header(request.headers.get("Authorization"))
-        if password is None or not auth.verify(password, stored):
+        ok = False
+        if password is not None:
+            await server.guard.wait()  # guesses are slowed for everyone, not per connection
+            try:
+                ok = auth.verify(password, stored)
+            finally:
+                server.guard.result(ok)
+        if not ok:
             failures["auth"] += 1
             await asyncio.sleep(WRONG_PASSWORD_DELAY_S)
             headers = {"WWW-Authenticate": 'Bearer realm="ip22-adapter"'}  # no browser dialog

@@ -166,6 +166,34 @@ def test_settings_form_validates_on_the_board(page: Any) -> None:
     assert '"stored_daily_max": 40' in fw.config_path.read_text()
 
 
+def test_an_error_for_an_odd_field_name_leaves_the_form_working(page: Any) -> None:
+    """The errors are placed beside their fields by a CSS selector built from the name: a name
+    with a quote (an answer from an older or newer board) must not throw, and the other errors
+    still land. The board's answer is stood in for by Playwright's route."""
+    tab, sim, fw = page
+    errors: list[str] = []
+    tab.on("pageerror", lambda err: errors.append(str(err)))
+    answer = {"errors": ['a"b]: unknown setting',
+                         "charger.stored_daily_max: must be 0..1000 (got 5000)"]}
+
+    def refuse(route: Any) -> None:
+        route.fulfill(status=400, content_type="application/json", body=json.dumps(answer))
+
+    tab.evaluate(f"sessionStorage.setItem('pw', '{PASSWORD}')")
+    tab.route("**/api/config", lambda route: refuse(route) if route.request.method == "POST"
+              else route.continue_())
+    try:
+        if not tab.evaluate("document.getElementById('settings').open"):
+            tab.click("#settings summary")
+        tab.wait_for_selector("[name='charger.stored_daily_max']")
+        tab.click("#save")
+        box = "[data-for='charger.stored_daily_max']"
+        tab.wait_for_function(f"document.querySelector(\"{box}\").textContent.includes('0..1000')")
+    finally:
+        tab.unroute("**/api/config")
+    assert errors == []
+
+
 def test_a_heap_too_small_for_mqtt_is_said_on_the_page(page: Any, tmp_path: Any) -> None:
     """MQTT configured on a heap below the full set's: the page's Health card says it was
     left out (the firmware compiled to .mpy, as on a board: from source it needs more)."""

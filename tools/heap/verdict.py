@@ -40,7 +40,9 @@ def passed(r: dict[str, Any]) -> bool:
         and r.get("requests", {}).get("failed", 1) == 0
         and (r.get("frames_in_run") or 0) > 0
         and (r.get("venus_ok_in_run") or 0) > 0
-        and (bool(r.get("left_out")) if r.get("core") else (r.get("mqtt_published_in_run") or 0) > 0)
+        and (
+            bool(r.get("left_out")) if r.get("core") else (r.get("mqtt_published_in_run") or 0) > 0
+        )
         and r.get("frames_lost") is not None
         and abs(r["frames_lost"]) <= LOST_FRAMES_TOLERANCE
     )
