@@ -56,6 +56,14 @@ def config_topic(prefix, component, node, key):
     return "%s/%s/%s/%s/config" % (prefix, component, node, key)
 
 
+def firmware_version(fwe):
+    """VE.Direct's FWE "0342FF" (or FW "342") as Victron writes it: "3.42"."""
+    digits = fwe[:-2] if len(fwe) == 6 and fwe[-2:] in ("FF", "ff") else fwe
+    if len(digits) in (3, 4) and digits.isdigit():
+        return "%d.%s" % (int(digits[:-2]), digits[-2:])
+    return fwe
+
+
 def messages(prefix, base, device, current=None, commands=True):
     """(topic, payload) for every entity, one at a time (all 23 at once would be a 15 kB peak
     on the heap). `device` has serial, model, pid, version, charger_firmware, url; `current` is
@@ -64,10 +72,10 @@ def messages(prefix, base, device, current=None, commands=True):
     node = node_id(device["serial"])
     dev = {"ids": [node], "name": "IP22 charger", "mf": "Victron Energy"}
     if device.get("model"):
-        dev["mdl"] = device["model"] + (" (%s)" % device["pid"] if device.get("pid") else "")
+        dev["mdl"] = device["model"] + (", PID %s" % device["pid"] if device.get("pid") else "")
     dev["sw"] = device["version"]
     if device.get("charger_firmware"):
-        dev["hw"] = "charger firmware " + device["charger_firmware"]
+        dev["hw"] = firmware_version(device["charger_firmware"])
     if device.get("url"):
         dev["cu"] = device["url"]
     origin = {"name": "ip22-adapter", "sw": device["version"]}

@@ -28,6 +28,7 @@ def text(status):
         rows += [
             ("ip22_http_auth_failures_total", w["auth_failures"]),
             ("ip22_http_auth_delayed_total", w["auth_delayed"]),
+            ("ip22_http_auth_busy_total", w["auth_busy"]),
             ("ip22_http_connections_dropped_total", w["dropped"]),
             ("ip22_http_refused_total", sum(w["refused"].values())),
             ("ip22_http_connections_open", w["open"]),

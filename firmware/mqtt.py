@@ -44,8 +44,9 @@ def _shown(value):
 
 
 def _text(value):
-    """A value as a plain-topic payload: numbers as numbers, None as empty."""
-    return "" if value is None else str(_shown(value))
+    """A value as a plain-topic payload: numbers as numbers, None as "unknown" (an empty
+    retained payload would delete the value at the broker: a new subscriber would get none)."""
+    return "unknown" if value is None else str(_shown(value))
 
 
 def node_id(serial):
@@ -345,7 +346,7 @@ class Mqtt:
         """A clean stop: say offline now (the last will would take the keepalive's 45 s)."""
         if self.session is not None and self.session.connected:
             self.session.publish(self.base + "/status", "offline", True)
-            self.session.close("stopped")
+            self.session.close("stopped", clean=True)  # DISCONNECT: the broker drops the will
 
     def status(self):
         out = {"base_topic": self.base, "serial": self.serial}

@@ -227,10 +227,14 @@ class Session:
         self.counters["connects"] += 1
         self.last_error = None
 
-    def close(self, why=None):
+    def close(self, why=None, clean=False):
+        """`clean`: say DISCONNECT first, so that the broker does not publish the will."""
         if self.client is not None:
             try:
-                self.client.sock.close()
+                sock = self.client.sock
+                if clean:  # umqtt.simple's disconnect(), on any socket
+                    (sock.write if hasattr(sock, "write") else sock.send)(b"\xe0\x00")
+                sock.close()
             except (OSError, AttributeError):
                 pass
         self.client = None

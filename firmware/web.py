@@ -117,6 +117,7 @@ class Server(Microdot):
             "refused": self.refused,
             "auth_failures": g.failures,
             "auth_delayed": g.delayed,
+            "auth_busy": g.busy,
             "auth_wait_s": g.wait_s(),
         }
 
@@ -134,7 +135,10 @@ def make_app(app):
         password = auth.password_from_header(request.headers.get("Authorization"))
         ok = False
         if password is not None:
-            await server.guard.wait()  # guesses are slowed for everyone, not per connection
+            later = await server.guard.wait()  # guesses are slowed for everyone
+            if later:
+                why = "too many wrong passwords: try again in %d s" % later
+                return {"error": why}, 429, {"Retry-After": str(later)}
             try:
                 ok = auth.verify(password, stored)
             finally:

@@ -22,6 +22,7 @@ REASONS = {
     304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
     404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
     411: "Length Required", 413: "Content Too Large", 414: "URI Too Long",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large", 500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -143,6 +144,7 @@ class PasswordGuard:
         self.turn_ms = None  # when the next attempt may be checked
         self.failures = 0
         self.delayed = 0
+        self.busy = 0  # attempts sent away unchecked: every turn was taken
 
     def _recent(self, now):
         window = AUTH_WINDOW_S * 1000
@@ -150,17 +152,22 @@ class PasswordGuard:
         return len(self.failed)
 
     async def wait(self):
-        """Before a password is checked; result() after, always."""
+        """Before a password is checked: None, and result() after, always. Or, when the turns
+        already given reach further than AUTH_DELAY_MAX_S, the seconds to come back: nothing
+        is checked (a queue that grew without end would hold every connection)."""
         now = ticks_ms()
         n = self._recent(now) + self.pending
+        wait = 0
+        if n >= AUTH_FREE_FAILURES:
+            delay = min(AUTH_DELAY_MAX_S, 1 << min(n - AUTH_FREE_FAILURES, 8))
+            turn = self.turn_ms
+            start = now if turn is None or ticks_diff(now, turn) >= 0 else turn
+            wait = ticks_diff(start, now)
+            if wait > AUTH_DELAY_MAX_S * 1000:
+                self.busy += 1
+                return wait // 1000 + 1
+            self.turn_ms = ticks_add(start, delay * 1000)
         self.pending += 1
-        if n < AUTH_FREE_FAILURES:
-            return
-        delay = min(AUTH_DELAY_MAX_S, 1 << min(n - AUTH_FREE_FAILURES, 8))
-        turn = self.turn_ms
-        start = now if turn is None or ticks_diff(now, turn) >= 0 else turn
-        self.turn_ms = ticks_add(start, delay * 1000)
-        wait = ticks_diff(start, now)
         if wait > 0:
             self.delayed += 1
             try:
@@ -168,6 +175,7 @@ class PasswordGuard:
             except BaseException:  # the connection went meanwhile: its turn is not pending
                 self.pending -= 1
                 raise
+        return None
 
     def result(self, ok):
         self.pending = max(0, self.pending - 1)

@@ -687,3 +687,35 @@ def test_no_discovery_under_the_boards_stand_in_id() -> None:
         m.announce_ms = mqtt.ticks_ms()  # as after connecting
         asyncio.run(m._publish_due(asyncio))
         assert seen == announced, serial
+
+
+def test_unknown_is_a_value_a_clean_stop_says_offline_once_and_device_info(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """No Venus: the grid power is unknown, and its retained topic says so ("unknown"; an
+    empty retained payload would delete it at the broker). The device's firmware reads as
+    Victron writes it, the model has one pair of parentheses. A clean stop publishes
+    `offline` and says DISCONNECT, so the broker does not publish the will as a second one."""
+    watcher = Watcher(mosquitto)
+    with Background(make_world()) as sim:
+        fw = Firmware(tmp_path, sim.endpoints["charger"], mqtt_config(mosquitto))
+        with fw:
+            watcher.wait(lambda: watcher.last(BASE + "/status") == b"online", 20, "online")
+            watcher.wait(lambda: watcher.last(BASE + "/battery_v") is not None, 10, "values")
+            late = Watcher(mosquitto, BASE + "/grid_w")  # a subscriber that comes later
+            got = late.wait(lambda: late.last(BASE + "/grid_w"), 5, "the retained grid_w")
+            late.close()
+            assert got == b"unknown"
+            configs = watcher.wait(
+                lambda: len(watcher.topics("homeassistant/")) >= 23
+                and watcher.topics("homeassistant/"), 10, "discovery")
+            dev = json.loads(next(p for p in configs.values() if p))["dev"]
+            assert dev["hw"] == "3.42", dev
+            assert dev["mdl"].count("(") == 1, dev
+            offline_before = sum(1 for t, p, _ in watcher.messages
+                                 if t == BASE + "/status" and p == b"offline")
+        time.sleep(2)  # the broker's will, if it were sent, comes at once on the lost socket
+        offline = sum(1 for t, p, _ in watcher.messages
+                      if t == BASE + "/status" and p == b"offline")
+        assert offline - offline_before == 1, watcher.messages[-5:]
+    watcher.close()

@@ -273,3 +273,30 @@ def test_the_admin_password_cannot_be_emptied_over_the_api(running: Any) -> None
     status, body = post_config(fw, {"admin": {"password_hash": ""}})
     assert status == 400 and "password_hash" in json.dumps(body), body
     assert post_config(fw, {"hostname": "ip22-shed"})[0] == 200  # the password still works
+
+
+def test_the_password_queue_is_bounded() -> None:
+    """Many attempts at once: a few are checked at once, the next ones get turns up to
+    AUTH_DELAY_MAX_S ahead, the rest are sent away with the seconds to come back (a queue that
+    grew without end would hold every connection, and the server would answer only 503)."""
+    import asyncio
+
+    async def main() -> tuple[list[int | None], int]:
+        guard = web.PasswordGuard()
+        later: list[int | None] = []
+
+        async def attempt() -> None:
+            result = await guard.wait()
+            later.append(result)
+            if result is None:
+                guard.result(False)
+
+        await asyncio.wait_for(asyncio.gather(*(attempt() for _ in range(30))), 60)
+        return later, guard.busy
+
+    later, busy = asyncio.run(main())
+    checked = [x for x in later if x is None]
+    sent_away = [x for x in later if x is not None]
+    assert web.AUTH_FREE_FAILURES < len(checked) < 10, later
+    assert len(sent_away) == busy == 30 - len(checked)
+    assert all(0 < s <= 2 * web.AUTH_DELAY_MAX_S for s in sent_away), sent_away
