@@ -16,4 +16,8 @@ adapter = cold.load("start").make_app(sys.argv[1:] if len(sys.argv) > 1 else [])
 try:
     asyncio.run(adapter.run())
 except KeyboardInterrupt:  # Ctrl-C on the Unix port (or the REPL): keep the counters
-    adapter.shutdown()
+    try:
+        adapter.shutdown()
+    except KeyboardInterrupt:  # a second Ctrl-C in the middle of it: once more, whole
+        adapter.shutdown()
+    print("stopped: counters saved")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -68,8 +69,33 @@ def test_demo_runs_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         if demo.poll() is None:
             demo.kill()
     assert demo.returncode == 0, out
-    assert "demo: status  http://127.0.0.1:%d/api/status" % port in out
+    page = out.index("demo: page    http://127.0.0.1:%d/\n" % port)
+    assert page < out.index("demo: API     http://127.0.0.1:%d/api/status" % port)
     assert "demo: stopped" in out
+    assert processes_mentioning("--http-port %d" % port) == []
+
+
+def test_ctrl_c_in_a_terminal_stops_cleanly(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C goes to the whole process group, the demo and the firmware at once:
+    the firmware saves once and says so, no traceback, exit 0 (a second SIGINT from the demo
+    used to land in the middle of the save)."""
+    port = free_port()
+    need_tool("micropython")
+    args = ["--workdir", str(tmp_path), "--http-port", str(port), "--duration", "120"]
+    demo = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "demo.py"), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        wait_status(port)
+        os.killpg(demo.pid, signal.SIGINT)  # as the terminal does
+        out, _ = demo.communicate(timeout=20)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    assert demo.returncode == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert "firmware | stopped: counters saved" in out, out
     assert processes_mentioning("--http-port %d" % port) == []
 
 

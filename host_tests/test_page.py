@@ -91,6 +91,20 @@ def history(fw: Firmware) -> dict[str, Any]:
         return json.load(r)
 
 
+def test_a_fresh_load_has_a_clean_console(page: Any) -> None:
+    """No 404 (a favicon the page does not serve) nor any other error in the console."""
+    tab, sim, fw = page
+    problems: list[str] = []
+    tab.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    tab.on("pageerror", lambda err: problems.append(str(err)))
+    tab.on("response", lambda r: problems.append("%d %s" % (r.status, r.url))
+           if r.status >= 400 else None)
+    tab.reload()
+    tab.wait_for_function("document.getElementById('grid').textContent !== '-'")
+    time.sleep(2)  # a poll or two after the load
+    assert problems == []
+
+
 def test_the_chart_draws(page: Any) -> None:
     tab, sim, fw = page
     deadline = time.monotonic() + 40

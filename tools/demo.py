@@ -63,13 +63,21 @@ async def run(args: argparse.Namespace) -> int:
     main_task = asyncio.current_task()
     assert main_task
     loop = asyncio.get_running_loop()
+
+    def stop(sig: int) -> None:
+        STOPPED_BY.append(sig)
+        main_task.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):  # both stop the demo cleanly
-        loop.add_signal_handler(sig, main_task.cancel)
+        loop.add_signal_handler(sig, stop, sig)
     try:
         return await demo(args)
     except asyncio.CancelledError:
         print("demo: stopped", flush=True)
         return 0
+
+
+STOPPED_BY: list[int] = []  # the signal that stopped the demo
 
 
 async def demo(args: argparse.Namespace) -> int:
@@ -115,7 +123,8 @@ async def demo(args: argparse.Namespace) -> int:
         print(
             "demo: firmware on the MicroPython Unix port, charger and Venus simulated", flush=True
         )
-        print("demo: status  %s" % status_url, flush=True)
+        print("demo: page    http://127.0.0.1:%d/" % args.http_port, flush=True)
+        print("demo: API     %s" % status_url, flush=True)
         print("demo: charger %s   Venus %s" % (uart, endpoints["venus"]), flush=True)
         print("demo: faults  %s  (POST /fault, see README)" % endpoints["control"], flush=True)
         print(
@@ -129,15 +138,34 @@ async def demo(args: argparse.Namespace) -> int:
             await firmware.wait()
         return 0
     finally:
-        if firmware.returncode is None:
-            firmware.send_signal(signal.SIGINT)  # lets it save its counters
-            try:
-                await asyncio.wait_for(firmware.wait(), 5)
-            except asyncio.TimeoutError:
-                firmware.kill()
-                await firmware.wait()
+        await stop_firmware(firmware)
+        await asyncio.sleep(0.1)  # its last lines ("saved") through the forwarder
         logs.cancel()
         await installation.stop()
+
+
+async def stop_firmware(firmware: asyncio.subprocess.Process) -> None:
+    """Ctrl-C in a terminal reaches the firmware too (one process group): a second SIGINT
+    from here would land in the middle of its save. So after a SIGINT it is given time to
+    stop by itself; only otherwise (SIGTERM, --duration) it gets one SIGINT from here."""
+    if firmware.returncode is not None:
+        return
+    if signal.SIGINT not in STOPPED_BY:
+        firmware.send_signal(signal.SIGINT)  # lets it save its counters
+    try:
+        await asyncio.wait_for(firmware.wait(), 5)
+        return
+    except asyncio.TimeoutError:
+        pass
+    if signal.SIGINT in STOPPED_BY:  # not from the terminal after all (kill -INT): ask now
+        firmware.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(firmware.wait(), 5)
+            return
+        except asyncio.TimeoutError:
+            pass
+    firmware.kill()
+    await firmware.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
