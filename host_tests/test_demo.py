@@ -101,8 +101,14 @@ def test_ctrl_c_in_a_terminal_stops_cleanly(tmp_path: Path) -> None:
 
 def test_demo_duration_ends_by_itself(tmp_path: Path) -> None:
     port = free_port()
-    demo = start_demo(tmp_path, port, "--duration", "4", "--pty")
+    demo = start_demo(tmp_path, port, "--duration", "8", "--pty")
     out, _ = demo.communicate(timeout=60)
     assert demo.returncode == 0, out
     assert "charger Blue Smart IP22 24/12 (1)" in out
+    # the live line: the house, the charger and the controller's reason, without a browser
+    live = [line for line in out.splitlines() if line.startswith("demo: PV ")]
+    assert live and " W, house " in live[-1] and "setpoint" in live[-1], out
+    quiet = start_demo(tmp_path / "quiet", free_port(), "--duration", "4", "--quiet")
+    out, _ = quiet.communicate(timeout=60)
+    assert quiet.returncode == 0 and "demo: PV " not in out, out
     assert processes_mentioning("--http-port %d" % port) == []

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -107,6 +108,7 @@ async def demo(args: argparse.Namespace) -> int:
     )  # fmt: skip
     assert firmware.stdout
     logs = asyncio.create_task(forward(firmware.stdout, "firmware | "))
+    live_task = None
     status_url = "http://127.0.0.1:%d/api/status" % args.http_port
     try:
         for _ in range(100):
@@ -132,16 +134,55 @@ async def demo(args: argparse.Namespace) -> int:
             flush=True,
         )
         print("demo: Ctrl-C stops everything", flush=True)
+        if not args.quiet:
+            live_task = asyncio.create_task(live(installation, status_url))
         if args.duration:
             await asyncio.sleep(args.duration)
         else:
             await firmware.wait()
         return 0
     finally:
+        if live_task is not None:
+            live_task.cancel()
         await stop_firmware(firmware)
         await asyncio.sleep(0.1)  # its last lines ("saved") through the forwarder
         logs.cancel()
         await installation.stop()
+
+
+LIVE_EVERY_S = 5.0  # a live line this often, and at every change of the controller's reason
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return json.load(resp)
+
+
+def live_line(world: dict, st: dict) -> str:
+    """What the product does, in one line: the house (from the simulator) and the firmware's
+    view and decision (from its API)."""
+    c, k = st["charger"], st["control"]
+    volts, amps = c.get("voltage_v"), c.get("current_a")
+    out_w = "%d W" % (volts * amps) if volts is not None and amps is not None else "-"
+    setpoint = "%.1f A" % k["setpoint_a"] if k.get("setpoint_a") is not None else "-"
+    return "demo: PV %d W, house %d W, grid %+d W | charger %s, %s A, setpoint %s | %s" % (
+        world["pv_w"], world["load_w"], world["grid_total_w"], out_w,
+        "-" if amps is None else "%.1f" % amps, setpoint, k.get("reason") or "-")
+
+
+async def live(installation: Installation, status_url: str) -> None:
+    last_reason, last_ms = None, 0.0
+    while True:
+        await asyncio.sleep(1)
+        try:
+            st = await asyncio.to_thread(get_json, status_url)
+        except (OSError, ValueError):
+            continue
+        reason = st["control"].get("reason")
+        now = time.monotonic()
+        if reason != last_reason or now - last_ms >= LIVE_EVERY_S:
+            print(live_line(installation.world.status(), st), flush=True)
+            last_reason, last_ms = reason, now
 
 
 async def stop_firmware(firmware: asyncio.subprocess.Process) -> None:
@@ -178,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "--config", help="the firmware's config.json (default: WORKDIR/config.json)"
     )
     ap.add_argument("--pty", action="store_true", help="talk to the charger over a pty, not TCP")
+    ap.add_argument("--quiet", action="store_true", help="no live line (only the firmware's log)")
     ap.add_argument(
         "--workdir",
         default=str(DEMO_DIR),
