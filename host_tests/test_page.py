@@ -105,6 +105,39 @@ def test_a_fresh_load_has_a_clean_console(page: Any) -> None:
     assert problems == []
 
 
+CLIPPED_JS = """() => [...document.querySelectorAll('section')].flatMap((sec) =>
+  [sec, ...sec.querySelectorAll('dd')].filter((el) => el.scrollWidth > el.clientWidth + 1
+      || el.getBoundingClientRect().right > sec.getBoundingClientRect().right + 1)
+    .map((el) => (el.id || sec.querySelector('h2')?.textContent) + ': ' + el.textContent))
+  .concat(document.documentElement.scrollWidth > innerWidth + 1 ? ['the page scrolls sideways']
+          : [])"""
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_no_value_is_clipped(page: Any, width: int) -> None:
+    """Long values (the config path, the WiFi line, a reason) wrap inside their card, at a
+    desktop's 1280 px and a phone's 390 px."""
+    tab, sim, fw = page
+    long_path = "/tmp/pytest_of_root/pytest_1234/test_the_page_configuration_directory0/config.json"
+
+    def longer(route: Any) -> None:  # the board's answer, with values as long as they get
+        status = route.fetch().json()
+        status["config"]["source"] = long_path
+        status["wifi"].update(connected=True, ssid="my-home-network-upstairs-5GHz-extender",
+                              rssi=-67, ap_ssid="IP22-1A2B")
+        route.fulfill(json=status)
+
+    tab.route("**/api/status", longer)
+    tab.set_viewport_size({"width": width, "height": 1000})
+    try:
+        tab.wait_for_function("document.getElementById('health').textContent.includes(%r)"
+                              % long_path)
+        assert tab.evaluate(CLIPPED_JS) == []
+    finally:
+        tab.unroute("**/api/status")
+        tab.set_viewport_size({"width": 1100, "height": 1000})
+
+
 def test_the_chart_draws(page: Any) -> None:
     tab, sim, fw = page
     deadline = time.monotonic() + 40
