@@ -12,6 +12,7 @@ from broker import mosquitto_fixture  # noqa: F401
 from conftest import need_tool
 
 from tools import bench_heap
+from tools.heap.verdict import run_problems
 from tools.mosquitto import Mosquitto
 
 # The target is 192K. Measured (tools/bench_heap.py, README "Benchmarks"): the firmware
@@ -33,17 +34,7 @@ def test_whole_firmware_runs_in_a_small_heap_with_the_page_polled(
     )
     report = bench_heap.table(r)
     print(report)
-    problems = []
-    if r.get("stopped_early"):
-        problems.append("stopped early: %s" % r["stopped_early"])
-    if r.get("exit_code") is not None:
-        problems.append("the firmware exited with %s" % r["exit_code"])
-    if r["memory_errors"]:
-        problems.append("%d MemoryError lines in the log" % r["memory_errors"])
-    if r.get("task_restarts") != 0 or r["task_failures_logged"]:
-        problems.append(
-            "task restarts: %s %s" % (r.get("task_restarts"), r["task_failures_logged"])
-        )
+    problems = run_problems(r)
     requests = r.get("requests", {})
     if not requests.get("ok") or requests.get("failed"):
         problems.append("HTTP requests ok/failed: %s/%s" % (requests.get("ok"),

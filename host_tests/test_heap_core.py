@@ -14,6 +14,7 @@ from broker import mosquitto_fixture  # noqa: F401
 from conftest import need_tool
 
 from tools import bench_heap
+from tools.heap.verdict import run_problems
 from tools.mosquitto import Mosquitto
 
 # the smallest heap at which the core runs on the 64-bit Unix port (tools/bench_heap.py
@@ -38,16 +39,7 @@ def test_core_alone_runs_ten_minutes_where_mqtt_does_not_fit(
     )
     report = bench_heap.table(r)
     print(report)
-    problems = []
-    if r.get("stopped_early"):
-        problems.append("stopped early: %s" % r["stopped_early"])
-    if r.get("exit_code") is not None:
-        problems.append("the firmware exited with %s" % r["exit_code"])
-    if r["memory_errors"]:
-        problems.append("%d MemoryError lines in the log" % r["memory_errors"])
-    if r.get("task_restarts") != 0 or r["task_failures_logged"]:
-        problems.append("task restarts: %s %s" % (r.get("task_restarts"),
-                                                  r["task_failures_logged"]))
+    problems = run_problems(r)
     if "MQTT" not in (r.get("left_out") or ""):
         problems.append("/api/status does not say MQTT was left out: %r" % r.get("left_out"))
     log = Path(r["log_path"]).read_text(errors="replace")

@@ -488,8 +488,11 @@ def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 class Firmware:
     """firmware/main.py in a `micropython` process (as host_tests/fwrun.py starts it)."""
 
-    def __init__(self, workdir: Path, uart: str, config: dict[str, Any]) -> None:
+    def __init__(
+        self, workdir: Path, uart: str, config: dict[str, Any], extra: tuple[str, ...] = ()
+    ) -> None:
         self.workdir = workdir
+        self.extra = extra  # more arguments for main.py, e.g. ("--admin-password", PW)
         self.uart = uart
         self.port = free_port()
         self.config_path = workdir / "config.json"
@@ -500,7 +503,7 @@ class Firmware:
     def spawn(self) -> None:
         args = [micropython(), str(FIRMWARE_MAIN), "--config", str(self.config_path)]
         args += ["--uart", self.uart, "--http-host", "127.0.0.1", "--http-port", str(self.port)]
-        args += ["--state", str(self.workdir / "state.json")]
+        args += ["--state", str(self.workdir / "state.json"), *self.extra]
         env = dict(os.environ, MICROPYPATH="%s:.frozen" % LIB)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)

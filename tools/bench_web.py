@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT / "firmware"))
 
 import webguard  # noqa: E402
 
-from tools.bench_live import Firmware, make_world  # noqa: E402
-from tools.bench_live import Case, constant  # noqa: E402
+from tools.bench_live import LIB, Case, Firmware, constant, make_world  # noqa: E402
+from tools.build import stage_libs  # noqa: E402
 from tools.sim.serve import Background  # noqa: E402
 
 PASSWORD = "bench-web"
@@ -136,9 +136,10 @@ def main() -> int:
     world = make_world(case, 0.0)
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench_web_") as tmp, Background(world) as sim:
-        config = {"admin": {"password_hash": ""}}
-        fw = Firmware(Path(tmp), sim.endpoints["charger"], config)
-        spawn(fw, ["--admin-password", PASSWORD])
+        stage_libs(LIB)
+        fw = Firmware(Path(tmp), sim.endpoints["charger"], {},
+                      extra=("--admin-password", PASSWORD))
+        fw.spawn()
         try:
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
@@ -168,24 +169,6 @@ def main() -> int:
             for key, value in values.items():
                 print("  %-32s %s" % (key, value))
     return 0
-
-
-def spawn(fw: Firmware, extra: list[str]) -> None:
-    """Firmware.spawn with the admin password set at first start."""
-    import os
-    import subprocess
-
-    from tools.bench_live import FIRMWARE_MAIN, LIB, micropython
-    from tools.build import stage_libs
-
-    stage_libs(LIB)
-
-    args = [micropython(), str(FIRMWARE_MAIN), "--config", str(fw.config_path)]
-    args += ["--uart", fw.uart, "--http-host", "127.0.0.1", "--http-port", str(fw.port)]
-    args += ["--state", str(fw.workdir / "state.json")] + extra
-    env = dict(os.environ, MICROPYPATH="%s:.frozen" % LIB)
-    with open(fw.log_path, "wb") as log:
-        fw.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 if __name__ == "__main__":

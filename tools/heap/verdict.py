@@ -66,3 +66,19 @@ def why_failed(r: dict[str, Any]) -> str:
         if not r.get(key):
             reasons.append("no " + key)
     return ", ".join(reasons) or "?"
+
+
+def run_problems(r: dict[str, Any]) -> list[str]:
+    """What every heap test refuses in a run: stopping early, exiting, a MemoryError, a task
+    restart (each test adds its own checks to these)."""
+    problems = []
+    if r.get("stopped_early"):
+        problems.append("stopped early: %s" % r["stopped_early"])
+    if r.get("exit_code") is not None:
+        problems.append("the firmware exited with %s" % r["exit_code"])
+    if r["memory_errors"]:
+        problems.append("%d MemoryError lines in the log" % r["memory_errors"])
+    if r.get("task_restarts") != 0 or r["task_failures_logged"]:
+        problems.append("task restarts: %s %s" % (r.get("task_restarts"),
+                                                  r["task_failures_logged"]))
+    return problems
