@@ -26,6 +26,7 @@ from tools.build import stage_libs  # noqa: E402
 from tools.sim.__main__ import build_world  # noqa: E402
 from tools.sim.__main__ import make_parser as sim_parser  # noqa: E402
 from tools.sim.serve import Clock, Installation  # noqa: E402
+from tools.sim.world import SCENARIOS  # noqa: E402
 
 DEMO_DIR = ROOT / "build" / "demo"
 DEMO_PASSWORD = "demo"  # the admin password of the demo's firmware (changes over the API)
@@ -165,24 +166,26 @@ def live_line(world: dict, st: dict) -> str:
     volts, amps = c.get("voltage_v"), c.get("current_a")
     out_w = "%d W" % (volts * amps) if volts is not None and amps is not None else "-"
     setpoint = "%.1f A" % k["setpoint_a"] if k.get("setpoint_a") is not None else "-"
-    return "demo: PV %d W, house %d W, grid %+d W | charger %s, %s A, setpoint %s | %s" % (
-        world["pv_w"], world["load_w"], world["grid_total_w"], out_w,
+    scene = "[%s] " % world["scene"] if world.get("scene") else ""
+    return "demo: %sPV %d W, house %d W, grid %+d W | charger %s, %s A, setpoint %s | %s" % (
+        scene, world["pv_w"], world["load_w"], world["grid_total_w"], out_w,
         "-" if amps is None else "%.1f" % amps, setpoint, k.get("reason") or "-")
 
 
 async def live(installation: Installation, status_url: str) -> None:
-    last_reason, last_ms = None, 0.0
+    last_change, last_ms = None, 0.0
     while True:
         await asyncio.sleep(1)
         try:
             st = await asyncio.to_thread(get_json, status_url)
         except (OSError, ValueError):
             continue
-        reason = st["control"].get("reason")
+        world = installation.world.status()
+        change = (st["control"].get("reason"), world.get("scene"))
         now = time.monotonic()
-        if reason != last_reason or now - last_ms >= LIVE_EVERY_S:
-            print(live_line(installation.world.status(), st), flush=True)
-            last_reason, last_ms = reason, now
+        if change != last_change or now - last_ms >= LIVE_EVERY_S:
+            print(live_line(world, st), flush=True)
+            last_change, last_ms = change, now
 
 
 async def stop_firmware(firmware: asyncio.subprocess.Process) -> None:
@@ -213,7 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="demo.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=0, help="stop after S seconds (0: Ctrl-C)")
     ap.add_argument("--http-port", type=int, default=8080, help="the firmware's HTTP port (8080)")
-    ap.add_argument("--scenario", default="kettle", help="household scenario (tools.sim)")
+    ap.add_argument(
+        "--scenario",
+        default="kettle",
+        choices=sorted(SCENARIOS),
+        help="household scenario (tools.sim); tour: every behaviour in three minutes",
+    )
     ap.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     ap.add_argument(
         "--config", help="the firmware's config.json (default: WORKDIR/config.json)"

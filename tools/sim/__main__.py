@@ -17,7 +17,15 @@ from tools.sim.physics import OCV_CURVES, Battery
 from tools.sim.serve import Clock, Installation
 from tools.sim.venus import VenusRegisters
 from tools.sim.venus_mqtt import VenusMqtt
-from tools.sim.world import FAULTS, SCENARIOS, World, apply_fault, load_profile
+from tools.sim.world import (
+    FAULTS,
+    SCENARIO_FAULTS,
+    SCENARIO_SCENES,
+    SCENARIOS,
+    World,
+    apply_fault,
+    load_profile,
+)
 
 
 def product_id(text: str) -> int:
@@ -151,8 +159,17 @@ def build_world(args: argparse.Namespace) -> World:
     charger = VirtualIP22(options, battery, seed=args.seed)
     profile = load_profile(args.profile) if args.profile else SCENARIOS[args.scenario]
     venus = VenusRegisters(unknown_unit_code=args.unknown_unit_code)
+    scripted = None if args.profile else SCENARIO_FAULTS.get(args.scenario)
+    scene = None if args.profile else SCENARIO_SCENES.get(args.scenario)
     world = World(
-        charger, venus, profile, args.phases, args.charger_phase, ess_setpoint_w=args.ess
+        charger,
+        venus,
+        profile,
+        args.phases,
+        args.charger_phase,
+        ess_setpoint_w=args.ess,
+        scripted=scripted,
+        scene=scene,
     )
     for name, value in args.fault:
         apply_fault(world, name, value)

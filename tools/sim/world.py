@@ -46,13 +46,56 @@ def night(t: float) -> tuple[float, float]:
     return 0.0, 300.0
 
 
+TOUR_S = 180.0  # the tour repeats every three minutes
+TOUR_SCENES = (  # (start s, what happens): the demo's live line names the scene
+    (0.0, "morning: PV below the house load"),
+    (10.0, "the sun rises"),
+    (45.0, "full sun"),
+    (60.0, "a 2 kW kettle"),
+    (80.0, "kettle off"),
+    (100.0, "a cloud"),
+    (120.0, "sun back"),
+    (135.0, "GX outage (Modbus TCP off)"),
+    (150.0, "GX back"),
+    (160.0, "evening: the sun sets"),
+)
+TOUR_FAULTS = ((135.0, "venus.down", "true"), (150.0, "venus.down", "false"))
+
+
+def tour(t: float) -> tuple[float, float]:
+    """Every behaviour in three minutes: surplus rising, a kettle, a cloud, a GX outage (a
+    fault, TOUR_FAULTS), an evening off; then again."""
+    t %= TOUR_S
+    sun = 1000.0  # the house takes 350 W, the charger at most ~360 W: full sun is more
+    if t < 10:
+        pv = 250.0
+    elif t < 45:
+        pv = 250.0 + (sun - 250.0) * (t - 10) / 35
+    elif t < 160:
+        pv = sun * (0.55 if 100 <= t < 120 else 1.0)
+    else:
+        pv = max(0.0, sun * (1 - (t - 160) / 15))
+    return pv, 350.0 + (2000.0 if 60 <= t < 80 else 0.0)
+
+
+def tour_scene(t: float) -> str:
+    t %= TOUR_S
+    return [name for start, name in TOUR_SCENES if start <= t][-1]
+
+
 SCENARIOS: dict[str, Profile] = {
     "steady": steady,
     "kettle": kettle,
     "clouds": clouds,
     "evening": evening,
     "night": night,
+    "tour": tour,
 }
+# scenarios that also script faults: (period s, ((t in the period, fault, value), ...))
+SCENARIO_FAULTS: dict[str, tuple[float, tuple[tuple[float, str, str], ...]]] = {
+    "tour": (TOUR_S, TOUR_FAULTS),
+}
+SCENARIO_SCENES: dict[str, Callable[[float], str]] = {"tour": tour_scene}
 
 
 def load_profile(path: str | Path) -> Profile:
@@ -106,6 +149,8 @@ class World:
         charger_phase: int = 1,
         meter_noise_w: float = 2.0,
         ess_setpoint_w: float | None = None,
+        scripted: tuple[float, tuple[tuple[float, str, str], ...]] | None = None,
+        scene: Callable[[float], str] | None = None,
     ) -> None:
         if phases not in (1, 3):
             raise ValueError("phases must be 1 or 3")
@@ -126,6 +171,21 @@ class World:
         self.pv_w = self.load_w = 0.0
         self.grid_w = (0.0, 0.0, 0.0)
         self.power_back_at: float | None = None  # a power cut ends (the charger boots)
+        self.scripted = scripted  # faults at fixed times of a repeating scenario
+        self._next_scripted = 0  # index into the endless sequence of those faults
+        self.scene = scene
+
+    def _scripted_faults(self, now: float) -> None:
+        if not self.scripted:
+            return
+        period, faults = self.scripted
+        while True:
+            cycle, k = divmod(self._next_scripted, len(faults))
+            at, name, value = faults[k]
+            if cycle * period + at > now:
+                return
+            apply_fault(self, name, value)
+            self._next_scripted += 1
 
     def compute(self, now: float) -> Reading:
         pv, load = self.profile(now)
@@ -157,6 +217,7 @@ class World:
     def step(self, now: float) -> None:
         """Advance the world to `now`; Venus sees a new reading once a second."""
         self.now = now
+        self._scripted_faults(now)
         if self.power_back_at is not None and now >= self.power_back_at:
             self.power_back_at = None
             self.charger.set_mains(True, now)
@@ -169,6 +230,7 @@ class World:
     def status(self) -> dict[str, Any]:
         return {
             "t_s": round(self.now, 1),
+            "scene": self.scene(self.now) if self.scene else None,
             "pv_w": round(self.pv_w),
             "load_w": round(self.load_w),
             "charger_ac_w": round(self.charger.ac_w, 1),
