@@ -35,8 +35,8 @@ CONTROL_PERIOD_S = 0.25  # between grid samples (each wakes a step): the charger
 BELIEF_FRESH_S = 1.5  # the status claims on/off only while the charger's frames are this fresh
 # the GC heap (as gc reports it) the full set (the core, MQTT, discovery) needs: on the 64-bit
 # Unix port it runs at -X heapsize=280K (gc: 277 kB) and not at 272K (tools/bench_heap.py
-# --find-min, README "Memory"); 32 bits: estimated (the modules take as much as on 64 bits,
-# the running part less), not measured on a board
+# --find-min, docs/development.md "Memory"); 32 bits: estimated (the modules take as much as on
+# 64 bits, the running part less), not measured on a board
 FULL_SET_HEAP_64 = 276 * 1024
 FULL_SET_HEAP_32 = 256 * 1024
 BULK = 3  # CS: the battery takes what the limit allows, so the current follows the limit

@@ -271,7 +271,8 @@ class Poller:
         self.last_error = None
         if new:
             # the meter took it up to a period before; matched to the charger's draw when the
-            # poll went out (on the bench, better than the period's middle: see the README)
+            # poll went out (on the bench, better than the period's middle: docs/development.md,
+            # "The real-time bench")
             r.sampled_ms = start
             r.seq += 1
             if self.on_sample:

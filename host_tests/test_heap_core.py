@@ -18,8 +18,8 @@ from tools.heap.verdict import run_problems
 from tools.mosquitto import Mosquitto
 
 # the smallest heap at which the core runs on the 64-bit Unix port (tools/bench_heap.py
-# --find-min --core, README "Memory": 216K in 60 s trials) plus 24K: at 224K one of 600 page
-# requests met a MemoryError in ten minutes
+# --find-min --core, docs/development.md "Memory": 216K in 60 s trials) plus 24K: at 224K one
+# of 600 page requests met a MemoryError in ten minutes
 CORE_HEAP = "240K"
 SECONDS = 600  # the issue: ten minutes
 SPEED = 1  # the charger and the clouds in real time: the controller has its usual work

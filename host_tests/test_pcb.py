@@ -177,7 +177,7 @@ def test_build_writes_netlist_bom_and_diagram(tmp_path):
     svg = files["block_diagram.svg"].read_text()
     assert svg.startswith("<svg") and "isolation barrier" in svg and "ISO_VOB" in svg
     assert "checks.txt" in files and "ERC: 0 errors" in files["checks.txt"].read_text()
-    # the copy the README shows is the generated one
+    # the copy pcb/README.md shows is the generated one
     assert (ROOT / "pcb" / "block_diagram.svg").read_text() == svg, "run ./dev pcb --docs"
 
 

@@ -4,7 +4,7 @@
   adapter.xml          KiCad XML netlist (for BOM tools)
   bom.csv              grouped BOM: reference, qty, value, footprint, manufacturer part, LCSC, DNP
   block_diagram.svg    block diagram drawn from the netlist (pcb/block_diagram.svg is its copy
-                       for the README; --docs refreshes it)
+                       for pcb/README.md; --docs refreshes it)
   checks.txt           ERC and design-rule report
 
 The checks run first; a failing design still gets its report written, and the exit code is 1.
