@@ -17,24 +17,30 @@ sys.path.insert(0, str(FIRMWARE))
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-# ./dev test runs the files in parallel pytest-xdist workers, each file whole on one worker
-# (--dist loadfile), handed out in the order collected (--no-loadscope-reorder). Most of the
-# suite waits on real time, so it takes about as long as its slowest file from when that file
-# starts: these go first, slowest first (seconds on their own, 2 cores). A new file that takes
-# more than a minute belongs here too.
+# ./dev test runs the tests in 8 parallel pytest-xdist workers (--dist loadgroup): each test on
+# its own, handed out one at a time in the order collected (--no-loadscope-reorder), except the
+# files marked xdist_group (their tests share a module-scoped firmware), which go whole to one
+# worker. Most of the suite waits on real time (the CPU is ~40 % busy on 2 cores), so it takes
+# about as long as its slowest test from when that test starts: these files go first, the
+# longest tests and groups first (seconds on their own, 2 cores). A test that takes more than a
+# minute, or a grouped file of more than half a minute, belongs here too.
 SLOW_FILES_FIRST = (
-    "test_heap_core.py",  # ~630: ten minutes of the core on a small heap
-    "test_control_regressions.py",  # ~290
-    "test_control_e2e.py",  # 147
-    "test_mqtt.py",  # 139
-    "test_charger_link.py",  # 94
-    "test_firmware_e2e.py",  # 77
-    "test_flash.py",  # 67
+    "test_heap_core.py",  # 300 (IP22_CORE_SECONDS): the core on a small heap
+    "test_demo_tour.py",  # 185: the tour, three minutes
+    "test_web_abuse.py",  # ~110, one group
     "test_bench_live.py",  # ~66 (tools/bench_live.py: several firmware processes)
     "test_heap.py",  # 58
+    "test_mqtt.py",  # 139 in all, the longest 54
+    "test_flash.py",  # 52
+    "test_ota.py",  # 48
+    "test_control_regressions.py",  # ~290 in all, each 15-46
+    "test_control_e2e.py",  # 147 in all, the longest 40
+    "test_api.py",  # ~38, one group
+    "test_page_chart.py",  # ~25, one group
+    "test_page.py",  # ~30, one group
+    "test_firmware_e2e.py",  # 77 in all, the longest 32
+    "test_charger_link.py",  # 94 in all
     "test_vedirect_fuzz.py",  # 47, CPU (hypothesis)
-    "test_ota.py",  # 46
-    "test_api.py",  # 38
 )
 
 

@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 from fwrun import Background, Firmware, make_world
 
+# one worker runs the whole file: its tests share a module-scoped firmware/fixture
+pytestmark = pytest.mark.xdist_group("test_api")
+
 PASSWORD = "correct horse"
 
 

@@ -1,12 +1,18 @@
 """Core only on a small heap: MQTT configured, but the heap below what the full set needs. The
-firmware must say at start that it leaves MQTT (and discovery) out, and run the rest for ten
-minutes without a MemoryError: frames parsed, the grid read, the charger steered (commands it
-confirmed), the status page answered. Its own file: ten minutes on one xdist worker while the
-others run the rest."""
+firmware must say at start that it leaves MQTT (and discovery) out, and run the rest without a
+MemoryError: frames parsed, the grid read, the charger steered (commands it confirmed), the
+status page answered.
+
+How long: the board issue asks for ten minutes, the suite's issue for the whole suite in under
+eight. `./dev test` runs five (IP22_CORE_SECONDS, default 300: 300 text blocks, ~300 Venus
+reads, ~300 page requests, five housekeeping rounds); `IP22_CORE_SECONDS=600 ./dev test
+host_tests/test_heap_core.py` runs the issue's ten, and the closing notes give that run's
+figures. Its own file: it runs on one xdist worker while the others run the rest."""
 
 from __future__ import annotations
 
 import faulthandler
+import os
 from pathlib import Path
 
 import pytest
@@ -21,13 +27,13 @@ from tools.mosquitto import Mosquitto
 # --find-min --core, docs/development.md "Memory": 216K in 60 s trials) plus 24K: at 224K one
 # of 600 page requests met a MemoryError in ten minutes
 CORE_HEAP = "240K"
-SECONDS = 600  # the issue: ten minutes
+SECONDS = int(os.environ.get("IP22_CORE_SECONDS", "300"))  # the issue's ten: 600
 SPEED = 1  # the charger and the clouds in real time: the controller has its usual work
 
-pytestmark = pytest.mark.timeout(SECONDS + 240)  # ten minutes, start-up, the build
+pytestmark = pytest.mark.timeout(SECONDS + 240)  # the run, start-up, the build
 
 
-def test_core_alone_runs_ten_minutes_where_mqtt_does_not_fit(
+def test_core_alone_runs_where_mqtt_does_not_fit(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
     faulthandler.cancel_dump_traceback_later()  # the suite's 290 s stack dump: long by design

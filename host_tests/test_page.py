@@ -13,6 +13,9 @@ import pytest
 from conftest import IN_CI, ROOT
 from fwrun import Background, Firmware, make_world
 
+# one worker runs the whole file: its tests share a module-scoped firmware/fixture
+pytestmark = pytest.mark.xdist_group("test_page")
+
 PASSWORD = "page-test"
 ARTIFACTS = ROOT / "build" / "artifacts"
 CHROMIUM_ARGS = [

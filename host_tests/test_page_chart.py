@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 from test_page import history, page  # noqa: F401  (page: a fixture)
 
+# one worker runs the whole file: its tests share a module-scoped firmware/fixture
+pytestmark = pytest.mark.xdist_group("test_page_chart")
+
 LABELS_JS = "() => document.getElementById('chart').labels || []"
 SIZE_JS = """() => {
   const c = document.getElementById('chart'), r = c.getBoundingClientRect();

@@ -15,6 +15,9 @@ from pcb import adapter, bom, build, checks
 
 import config  # firmware/config.py, on sys.path via conftest
 
+# one worker runs the whole file: its tests share a module-scoped firmware/fixture
+pytestmark = pytest.mark.xdist_group("test_pcb")
+
 
 @pytest.fixture(scope="module")
 def clean():

@@ -34,6 +34,9 @@ from conftest import FIRMWARE, IN_CI, ROOT, need_tool
 
 from tools.locks import file_lock
 
+# one worker runs the whole file: its tests share a module-scoped firmware/fixture
+pytestmark = pytest.mark.xdist_group("test_typecheck")
+
 TYPINGS = ROOT / "build" / "typings"
 STUBS = TYPINGS / "s3"
 DEVICE_LIB = TYPINGS / "device" / "lib" / "python3.8" / "site-packages"

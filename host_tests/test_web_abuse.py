@@ -18,6 +18,9 @@ from fwrun import Background, Firmware, make_world
 
 import webguard as web  # the limits
 
+# one worker runs the whole file: its tests share a module-scoped firmware/fixture
+pytestmark = pytest.mark.xdist_group("test_web_abuse")
+
 PASSWORD = "correct horse"
 
 

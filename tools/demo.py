@@ -129,7 +129,7 @@ async def demo(args: argparse.Namespace) -> int:
         print("demo: page    http://127.0.0.1:%d/" % args.http_port, flush=True)
         print("demo: API     %s" % status_url, flush=True)
         print("demo: charger %s   Venus %s" % (uart, endpoints["venus"]), flush=True)
-        print("demo: faults  %s  (POST /fault, see README)" % endpoints["control"], flush=True)
+        print("demo: faults  %s  (POST /fault, see docs/development.md)" % endpoints["control"], flush=True)
         print(
             "demo: config  %s (admin password for changes: %s)" % (config, DEMO_PASSWORD),
             flush=True,
