@@ -188,6 +188,12 @@ class App:
 
     def _grid_source(self, config):
         v = config["venus"]
+        if v["protocol"] == "dbus":  # only the Venus OS service's board has the GX's D-Bus
+            make = getattr(self.board, "dbus_grid", None)
+            if make is None:
+                self.log("venus.protocol dbus works only in the Venus OS service: no grid data")
+                return None
+            return make(v, self.log)
         if not v["host"]:
             return None
         if v["protocol"] == "mqtt":

@@ -16,6 +16,8 @@ SCHEMA = {
         "tx": ("int", 17, 0, 48),
         "rx": ("int", 18, 0, 48),
         "rxbuf": ("int", 2048, 1024, 16384),
+        # the Venus OS service's serial port: /dev/ttyUSB0, socket://host:port, rfc2217://...
+        "port": ("str", "", 128),
     },
     "http": {
         "port": ("int", 80, 1, 65535),
@@ -73,7 +75,8 @@ SCHEMA = {
     },
     "venus": {
         "host": ("str", "", 64),  # the GX's IP address; empty: no grid data
-        "protocol": ("choice", "modbus", ("modbus", "mqtt")),  # Modbus TCP or the GX's broker
+        # Modbus TCP, the GX's broker, or (the Venus OS service on the GX) its D-Bus
+        "protocol": ("choice", "modbus", ("modbus", "mqtt", "dbus")),
         "port": ("int", 502, 1, 65535),
         "unit": ("int", 100, 0, 255),  # com.victronenergy.system
         "function": ("choice", 4, (3, 4)),  # holding or input registers: Venus answers both
@@ -86,6 +89,14 @@ SCHEMA = {
         "portal_id": ("str", "", 32),  # protocol mqtt: the GX's VRM id; empty: discovered
         "mqtt_password": ("secret", "", 64),  # protocol mqtt: the GX's security profile
         "keepalive_s": ("int", 30, 2, 55),  # protocol mqtt: Venus stops publishing after 60 s
+    },
+    "gx": {  # the Venus OS service (venus_os/service.py) only; the board ignores it
+        "dbus": ("bool", True),  # the charger on the GX's D-Bus: its GUI and VRM see it
+        "device_instance": ("int", 0, 0, 999),  # asked of localsettings (it may give another)
+        "bridge_url": ("str", "", 128),  # --bridge: the adapter, http://<ip>[:port]
+        "bridge_via": ("choice", "http", ("http", "mqtt")),  # its /api/status or MQTT state
+        "bridge_topic": ("str", "", 64),  # via mqtt: the adapter's mqtt.base_topic
+        "bridge_password": ("secret", "", 64),  # the adapter's admin password (/Mode writes)
     },
     "mqtt": {  # our state, commands and Home Assistant discovery on your broker
         "host": ("str", "", 64),  # the broker; empty: no MQTT
