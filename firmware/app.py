@@ -719,6 +719,8 @@ class App:
 
     def ota_step(self, step):
         """An update step from the web API: its result, or the error response."""
+        if not getattr(self.board, "can_update", True):
+            return {"error": "no updates over the web here: install the new package"}, 409
         try:
             result = step(self.ota())
         except Exception as err:  # UpdateError, or the filesystem

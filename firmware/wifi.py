@@ -65,6 +65,10 @@ class Supervisor:
 
     def step(self, now):
         """One second of supervision; returns nothing, keeps `state` for the status."""
+        if getattr(self.radio, "wired", False):  # the Venus OS service: the GX's own network
+            self.state.update(mode="wired", connected=True, ip=self.radio.ip(),
+                              note=self.radio.status())
+            return
         w = self.config["wifi"]
         wanted = (w["ssid"], w["password"]) if w["ssid"] else None
         if wanted != self.joined:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -45,7 +46,9 @@ def make_world(soc: float = 0.3, **options: Any) -> World:
 
 
 class Firmware:
-    """firmware/main.py in a `micropython` process; `status()` reads /api/status."""
+    """firmware/main.py in a `micropython` process; `status()` reads /api/status. With
+    `gx=True` the same firmware under CPython as the Venus OS service runs it
+    (venus_os/service.py, the charger through pyserial; no D-Bus unless `env` gives a bus)."""
 
     def __init__(
         self,
@@ -56,7 +59,11 @@ class Firmware:
         extra: tuple[str, ...] = (),
         heapsize: str | None = None,
         build: tuple[Path, Path] | None = None,
+        gx: bool = False,
+        env: dict[str, str] | None = None,
     ):
+        self.gx = gx
+        self.env = env
         self.workdir = workdir
         self.extra = extra
         self.heapsize = heapsize  # -X heapsize of the Unix port (None: its default)
@@ -72,11 +79,17 @@ class Firmware:
         self.output = ""
 
     def start(self, timeout: float = 15) -> "Firmware":
-        micropython = need_tool("micropython")
-        firmware, lib = self.build or (FIRMWARE, staged_lib())
-        env = dict(os.environ, MICROPYPATH="%s:.frozen" % lib)
-        args = [micropython] + (["-X", "heapsize=" + self.heapsize] if self.heapsize else [])
-        args += [str(firmware / "main.py"), "--config", str(self.config_path)]
+        if self.gx:
+            env = dict(os.environ, **(self.env or {}))
+            args = [sys.executable, str(ROOT / "venus_os" / "service.py")]
+            args += [] if self.env and "DBUS_SYSTEM_BUS_ADDRESS" in self.env else ["--no-dbus"]
+        else:
+            micropython = need_tool("micropython")
+            firmware, lib = self.build or (FIRMWARE, staged_lib())
+            env = dict(os.environ, MICROPYPATH="%s:.frozen" % lib)
+            args = [micropython] + (["-X", "heapsize=" + self.heapsize] if self.heapsize else [])
+            args += [str(firmware / "main.py")]
+        args += ["--config", str(self.config_path)]
         args += ["--uart", self.uart, "--http-host", "127.0.0.1", "--http-port", str(self.port)]
         args += list(self.extra)
         self.log_file = open(self.workdir / "firmware.log", "w")

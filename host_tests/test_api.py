@@ -54,13 +54,16 @@ def call(
         return status, text
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Any:
+@pytest.fixture(scope="module", params=[False, True], ids=["unix_port", "venus_os_service"])
+def running(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Any:
+    """The firmware on the Unix port, and the same firmware as the Venus OS service runs it
+    (CPython, the charger through pyserial): every API test against both."""
     workdir = tmp_path_factory.mktemp("api")
     config = {"wifi": {"ssid": "home", "password": "wifi-secret"}}
     with Background(make_world()) as sim:
         fw = Firmware(
-            workdir, sim.endpoints["charger"], config, extra=("--admin-password", PASSWORD)
+            workdir, sim.endpoints["charger"], config, extra=("--admin-password", PASSWORD),
+            gx=request.param,
         )
         with fw:
             fw.wait_for(lambda s: s["charger"]["min_a"] is not None, what="the probe")
@@ -239,6 +242,7 @@ def test_metrics(running: Any) -> None:
     assert "ip22_frames_ok_total" in text and "ip22_limit_amperes" in text
 
 
+@pytest.mark.parametrize("running", [False], ids=["unix_port"], indirect=True)  # a fixed heap
 def test_many_requests_leave_the_heap_flat(running: Any) -> None:
     sim, fw = running
     for _ in range(50):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+
+import pytest
 from typing import Any, Callable
 
 from fwrun import Background, Firmware, make_world, set_profile, truth, wait
@@ -30,11 +32,12 @@ def shelly(sim: Background) -> dict[str, Any]:
     return {"type": "shelly", "host": host, "port": int(port)}
 
 
-def test_surplus_tracking_load_step_and_venus_outage(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gx", [False, True], ids=["unix_port", "venus_os_service"])
+def test_surplus_tracking_load_step_and_venus_outage(tmp_path: Path, gx: bool) -> None:
     world = make_world()
     world.profile = profile(0, 300)  # night
     with Background(world) as sim, Firmware(
-        tmp_path, sim.endpoints["charger"], auto_config(sim)
+        tmp_path, sim.endpoints["charger"], auto_config(sim), gx=gx
     ) as fw:
         # no surplus: the charger is switched off (0x2015 = 0 on this charger)
         def waiting() -> bool:

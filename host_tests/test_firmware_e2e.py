@@ -38,9 +38,10 @@ def sets_in_range(sim: Background, low: float, high: float) -> list[tuple[int, b
     return [(reg, raw) for _, reg, raw in sets]
 
 
-def test_link_values_volatile_path_and_faults(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gx", [False, True], ids=["unix_port", "venus_os_service"])
+def test_link_values_volatile_path_and_faults(tmp_path: Path, gx: bool) -> None:
     with Background(make_world()) as sim, Firmware(
-        tmp_path, sim.endpoints["charger"], MANUAL
+        tmp_path, sim.endpoints["charger"], MANUAL, gx=gx
     ) as fw:
         st = fw.wait_for(
             lambda s: charger_of(s)["volatile_limit_a"] == 7.5, what="the volatile limit"
@@ -177,8 +178,9 @@ def test_broken_config_boots_in_safe_mode(tmp_path: Path) -> None:
             assert st["config"]["safe_mode"] and "not valid JSON" in st["config"]["errors"][0]
 
 
-def test_over_a_pty(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gx", [False, True], ids=["unix_port", "venus_os_service"])
+def test_over_a_pty(tmp_path: Path, gx: bool) -> None:
     with Background(make_world(), pty=True) as sim:
-        with Firmware(tmp_path, sim.endpoints["pty"], MANUAL) as fw:
+        with Firmware(tmp_path, sim.endpoints["pty"], MANUAL, gx=gx) as fw:
             st = fw.wait_for(lambda s: s["charger"]["volatile_limit_a"] == 7.5, what="the limit")
             assert st["counters"]["frames_bad"] == 0 and st["charger"]["pid"] == "0xA334"

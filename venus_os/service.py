@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""The Venus OS service: the firmware's own App under the GX's Python, the charger on a USB-TTL
+cable (or a serial server), shown on the GX's D-Bus so that its GUI and VRM see it.
+
+    python3 -u service.py --config /data/etc/bluesmart-charger/config.json
+    python3 -u service.py --config FILE --bridge    (an ESP32 adapter, followed over the LAN)
+
+The same config.json as the adapter's (`uart.port`, `gx.*` are the GX's own settings); the
+status page and API on `http.port` (8088 in the package's sample: Venus uses 80 and 443).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# the package: ext/ (pure-Python dependencies) and firmware/ beside this file; the repository:
+# ../firmware, the dependencies from the virtualenv
+for _path in (os.path.join(HERE, "ext"), os.path.join(HERE, "firmware"),
+              os.path.join(os.path.dirname(HERE), "firmware")):
+    if os.path.isdir(_path) and _path not in sys.path:
+        sys.path.insert(0, _path)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import signal  # noqa: E402
+from typing import Any, Callable  # noqa: E402
+
+PUBLISH_POLL_S = 0.1  # how soon a new text block reaches D-Bus (the charger sends one a second)
+ON_MODES = ("auto", "manual")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="service.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=os.path.join(HERE, "config.json"))
+    ap.add_argument("--bridge", action="store_true",
+                    help="no serial port: follow the ESP32 adapter of gx.bridge_url")
+    ap.add_argument("--uart", help="the charger's port, instead of the config's uart.port")
+    ap.add_argument("--state", help="the counters' file (default: beside the config)")
+    ap.add_argument("--http-host", default="0.0.0.0")
+    ap.add_argument("--http-port", type=int, help="the status page's port, instead of http.port")
+    ap.add_argument("--admin-password", help="first start: set the admin password (hashed)")
+    ap.add_argument("--no-dbus", action="store_true", help="no D-Bus (as gx.dbus false)")
+    return ap.parse_args(argv)
+
+
+def on_mode_of(current: Callable[[], Any], change: Callable[[str], Any]) -> Callable[[int], Any]:
+    """The GUI's /Mode switch (1 on, 4 off) as a mode change through the app's one way in:
+    off is "off"; on is the mode it was in before it went off (auto if never known)."""
+    last_on = ["auto"]
+
+    def remember() -> None:
+        mode = current()
+        if mode in ON_MODES:
+            last_on[0] = mode
+
+    async def on_mode(value: int) -> str | None:
+        remember()
+        result = change("off" if value == 4 else last_on[0])
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+    on_mode.remember = remember  # type: ignore[attr-defined]
+    return on_mode
+
+
+async def connect_bus(log: Callable[[str], None]) -> Any:
+    """The system bus (DBUS_SYSTEM_BUS_ADDRESS honoured), or None with the reason logged."""
+    try:
+        from dbus_next import BusType
+        from dbus_next.aio import MessageBus
+
+        return await MessageBus(bus_type=BusType.SYSTEM).connect()
+    except Exception as err:
+        log("D-Bus not available (%s: %s): the charger is not shown on the GX"
+            % (type(err).__name__, err))
+        return None
+
+
+async def run_app(args: argparse.Namespace) -> int:
+    """The charger on our serial port: the whole firmware, plus its D-Bus face."""
+    import app
+    import start
+    from gxboard import GxBoard, port_name
+
+    cfg = start.load_config(args.config, args.admin_password)
+    port = args.uart or cfg["uart"]["port"]
+    logs: list[str] = []
+    bus = None
+    if cfg["gx"]["dbus"] and not args.no_dbus:
+        bus = await connect_bus(logs.append)
+
+    def dbus_grid(settings: dict, log: Callable[[str], None]) -> Any:
+        if bus is None:
+            log("venus.protocol dbus: no D-Bus: no grid data")
+            return None
+        import dbus_grid as grid
+
+        return grid.DbusGrid(bus, settings, log)
+
+    try:
+        board = GxBoard(port, dbus_grid)
+    except ValueError as err:
+        print(err, flush=True)
+        return 2
+    state = args.state or os.path.join(os.path.dirname(os.path.abspath(args.config)),
+                                       "state.json")
+    a = app.App(cfg, board, state, args.http_host, args.http_port, args.config)
+    for line in logs:
+        a.log(line)
+    tasks = [asyncio.ensure_future(a.run())]
+    if bus is not None:
+        import dbus_charger
+
+        on_mode = on_mode_of(lambda: a.controller.s["mode"],
+                             lambda mode: "; ".join(a.set_mode({"mode": mode})) or None)
+        service = dbus_charger.ChargerService(
+            bus,
+            dbus_charger.service_suffix(port_name(port)),
+            board.unique_id(),
+            "VE.Direct on %s (bluesmart-charger)" % port,
+            app.VERSION,
+            on_mode,
+            device_instance=cfg["gx"]["device_instance"],
+            log=a.log,
+        )
+        await service.start()
+        tasks.append(asyncio.ensure_future(publish_app(a, service, on_mode)))
+    return await run_until_stopped(tasks)  # App.run() saves its counters as it ends
+
+
+async def publish_app(a: Any, service: Any, on_mode: Any) -> None:
+    """Every text block (and every mode change) onto D-Bus, read from the app's state in the
+    loop: nothing here waits on the charger link, and publish() only queues signals."""
+    import dbus_charger
+
+    seen = None
+    while True:
+        await asyncio.sleep(PUBLISH_POLL_S)
+        link = a.link
+        key = (link.counters["text_ok"], link.counters["hex_ok"], link.connected(),
+               a.controller.s["mode"])
+        if key == seen:
+            continue
+        seen = key
+        on_mode.remember()
+        service.publish(dbus_charger.view_from_status(a.status()))
+
+
+async def run_bridge(args: argparse.Namespace) -> int:
+    """An ESP32 adapter on the LAN, followed, and its charger shown on this GX's D-Bus."""
+    import app
+    import bridge
+    import dbus_charger
+    import start
+
+    cfg = start.load_config(args.config)
+    if cfg.safe_mode:
+        print("config invalid: " + "; ".join(cfg.errors), flush=True)
+        return 2
+    gx = cfg["gx"]
+    if not gx["bridge_url"] and gx["bridge_via"] == "http":
+        print("--bridge needs gx.bridge_url (the adapter, http://<ip>)", flush=True)
+        return 2
+    if gx["bridge_via"] == "mqtt" and not (cfg["mqtt"]["host"] and gx["bridge_topic"]):
+        print("--bridge via mqtt needs mqtt.host and gx.bridge_topic", flush=True)
+        return 2
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    bus = await connect_bus(log)
+    if bus is None:
+        return 1
+    follower = bridge.AdapterFollower(gx, cfg["mqtt"], log)
+    where = gx["bridge_url"] or gx["bridge_topic"]
+    on_mode = on_mode_of(lambda: (follower.view or {}).get("mode"),
+                         lambda mode: follower.set_mode(mode != "off"))
+    service = dbus_charger.ChargerService(
+        bus,
+        dbus_charger.service_suffix("bridge_" + where),
+        "bridge-" + dbus_charger.service_suffix(where),
+        "ESP32 adapter %s (bluesmart-charger bridge)" % where,
+        app.VERSION,
+        on_mode,
+        device_instance=gx["device_instance"],
+        log=log,
+    )
+    await service.start()
+    log("bridge: following %s over %s" % (where, gx["bridge_via"]))
+
+    def on_view(view: dict) -> None:
+        on_mode.remember()
+        service.publish(view)
+
+    return await run_until_stopped([asyncio.ensure_future(follower.run(on_view))])
+
+
+async def run_until_stopped(tasks: list) -> int:
+    """Until SIGTERM (svc -d) or SIGINT: then the tasks are cancelled (the app saves)."""
+    loop = asyncio.get_event_loop()
+    main = asyncio.gather(*tasks)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, main.cancel)
+    try:
+        await main
+    except asyncio.CancelledError:
+        print("stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    runner = run_bridge if args.bridge else run_app
+    return asyncio.run(runner(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
