@@ -4,6 +4,7 @@ Topics under the base (default `ip22/<charger serial>`):
   status              online / offline (retained; offline is the broker's last will)
   state               every value as one JSON object (retained)
   <key>               each value alone, on change (retained): for Node-RED and friends
+                      (not STATE_ONLY's: the codes and identity the GX's bridge reads)
   set/mode            auto | manual | off
   set/current         the manual current in A (clamped to the charger's range)
   set/reboot          PRESS
@@ -34,6 +35,9 @@ BIRTH_DELAY_MS = 5000  # Home Assistant restarted: republish after a random dela
 MAX_PAYLOAD = 64  # a command longer than this is not one of ours
 # values that change on every round: on their own topics only with the full state
 QUIET = ("grid_age_s", "uptime_s", "free_heap_b", "frames_ok", "frames_bad")
+# for the Venus OS bridge (venus_os/bridge.py: the charger on the GX's D-Bus): in the JSON
+# state only, never on their own topics, no entities
+STATE_ONLY = ("state_code", "error_code", "temperature_c", "pid", "model", "firmware", "serial")
 
 
 def _shown(value):
@@ -264,6 +268,13 @@ class Mqtt:
             "free_heap_b": st["free_heap"],
             "energy_kwh": round(energy["charged_wh"] / 1000, 3),
             "grid_energy_kwh": round(energy["grid_wh"] / 1000, 3),
+            "state_code": ch["state_code"],  # STATE_ONLY from here on
+            "error_code": ch["error_code"],
+            "temperature_c": ch["temperature_c"],
+            "pid": ch["pid"],
+            "model": ch["model"],
+            "firmware": ch["firmware"],
+            "serial": ch["serial"],
         }
 
     def publish_state(self, full=False):
@@ -277,6 +288,8 @@ class Mqtt:
         if full:
             self.full_ms = now
         for key, value in values.items():
+            if key in STATE_ONLY:
+                continue
             text = _text(value)
             if full or (self.sent.get(key) != text and key not in QUIET):
                 if not self.session.publish(self.base + "/" + key, text, True):
