@@ -570,8 +570,8 @@ def test_migration_takes_the_original_over(original: Gx) -> None:
     out = gx.sh("install.sh")
     config = json.loads((gx.dir / "config.json").read_text())
     assert config["venus"] == {"host": "192.168.1.20", "protocol": "modbus", "port": 502,
-                               "unit": 100, "source": "L2", "interval_s": 30.0}
-    assert config["control"] == {"mode": "auto", "stale_s": 90.0}
+                               "unit": 100, "source": "L2"}  # the 1 s poll and 10 s stale kept
+    assert config["control"] == {"mode": "auto"}
     # the stable name of the same adapter
     assert config["uart"] == {"port": BY_ID}
     assert config["charger"] == {"max_current_a": 12.5}
@@ -581,7 +581,7 @@ def test_migration_takes_the_original_over(original: Gx) -> None:
                  "taken over: phase = 831 -> venus.source L2", "831/832",
                  "taken over: maxcurrent = 12.5 -> charger.max_current_a 12.5",
                  "logging = INFO: this app has no log level",
-                 "venus.interval_s 30.0 s", "control.stale_s 90.0 s",
+                 "interval = 30: not taken over",
                  "stopped the original's service", "removed the original's link",
                  "removed the original's line"):
         assert said in text, said
@@ -687,24 +687,22 @@ def test_migrate_defaults_case_and_sections(migrate: ModuleType, tmp_path: Path)
                                    tmp_path)
     assert config["venus"]["host"] == "10.1.1.1"
     assert config["venus"]["source"] == "L1"
-    assert config["venus"]["interval_s"] == 5.0
-    assert config["control"]["stale_s"] == 15.0  # 3 polls of 5 s: above the default 10 s
+    assert "interval_s" not in config["venus"] and "stale_s" not in config["control"]
     assert config["uart"]["port"] == "/dev/ttyUSB1"
     assert "charger" not in config
     assert any("phase is not set" in n for n in notes)
     assert any("maxcurrent is not set" in n for n in notes)
 
 
-def test_migrate_interval_limits(migrate: ModuleType, tmp_path: Path) -> None:
-    config, _, notes = convert(migrate, "[DEFAULT]\ninterval = 0.1\n", tmp_path)
-    assert config["venus"]["interval_s"] == 0.5
-    assert any("outside" in n for n in notes)
-    config, _, notes = convert(migrate, "[DEFAULT]\ninterval = 600\n", tmp_path)
-    assert config["venus"]["interval_s"] == 60.0
-    assert config["control"]["stale_s"] == 180.0
-    config, _, notes = convert(migrate, "[DEFAULT]\ninterval = 1\n", tmp_path)
-    assert config["venus"]["interval_s"] == 1.0 and "stale_s" not in config["control"]
-    assert not any("interval" in n for n in notes)
+def test_migrate_interval_is_noted_not_taken(migrate: ModuleType, tmp_path: Path) -> None:
+    """The original's interval spaced its flash writes; ours reads every second and writes
+    the volatile limit: a 30 s poll would only make surplus charging slow."""
+    for text in ("0.1", "30", "600"):
+        config, _, notes = convert(migrate, "[DEFAULT]\ninterval = %s\n" % text, tmp_path)
+        assert "interval_s" not in config["venus"] and "stale_s" not in config["control"]
+        assert any(n.startswith("interval = %s: not taken over" % text) for n in notes)
+    with pytest.raises(migrate.MigrationError):
+        convert(migrate, "[DEFAULT]\ninterval = soon\n", tmp_path)
 
 
 def test_migrate_result_fits_the_firmware_config(migrate: ModuleType, tmp_path: Path) -> None:

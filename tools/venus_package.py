@@ -77,6 +77,13 @@ WHEELS = (
         "1e9b7b825372e1ba8ebd4c59b6180e15c71f4b5200ec4bcbf8c9f9b5652db379",
         ("microdot",),
     ),
+    Wheel(  # --bridge over MQTT; 2.1.0 is the last for Python 3.8 (Venus up to v3.5x)
+        "paho-mqtt",
+        "2.1.0",
+        "paho_mqtt-2.1.0-py3-none-any.whl",
+        "6db9ba9b34ed5bc6b6e3812718c7e06e2fd7444540df2455d2c51bd58808feee",
+        ("paho",),
+    ),
 )
 # pyserial's wheel carries no licence file: it comes from its sdist (pinned sha256)
 SDIST_LICENSES = {

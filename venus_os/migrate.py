@@ -13,8 +13,9 @@ daemontools service in the same directory, /data/etc/bluesmart-charger, with con
     phase      the grid register it read   -> venus.source: 820 L1, 821 L2, 822 L3
                (its sample lists L2/L3 as 831/832, which are not grid registers: taken as L2/L3)
     interface  the serial device           -> uart.port
-    interval   seconds between writes      -> venus.interval_s (clamped), control.stale_s kept
-                                              above it
+    interval   seconds between writes      -> not taken over (noted): the grid is read every
+                                              venus.interval_s (1 s) and the volatile limit
+                                              does not wear the flash
     maxcurrent the highest charge current  -> charger.max_current_a (a later key, not in the
                                               indexed sample: assumed to be amps)
 
@@ -41,7 +42,6 @@ ORIGINAL_DEFAULTS = {"ip": "127.0.0.1", "phase": "820", "interface": "/dev/ttyUS
                      "interval": "30", "logging": "WARNING"}
 REGISTERS = {820: "L1", 821: "L2", 822: "L3", 831: "L2", 832: "L3"}
 HTTP_PORT = 8088  # Venus uses 80/443 (and 81, 502, 1880, 1883, 3000, 8883, 9001...)
-STALE_POLLS = 3  # control.stale_s covers at least this many polls of venus.interval_s
 
 
 class MigrationError(Exception):
@@ -138,38 +138,22 @@ def convert(ini: dict[str, str], specs: dict) -> tuple[dict, list[str], list[str
     port = values["interface"]
     taken.append("interface = %s -> uart.port %s" % (port, port))
 
-    low, high = _limits("venus", "interval_s", specs)
     interval = _number("interval", values["interval"])
-    poll = min(max(interval, low), high)
-    if poll != interval:
-        notes.append("interval = %s is outside venus.interval_s's %s..%s s: %s s"
-                     % (values["interval"], low, high, poll))
-    taken.append("interval = %s -> venus.interval_s %s" % (values["interval"], poll))
     default_poll = specs["venus"]["interval_s"][1]
-    stale_default = specs["control"]["stale_s"][1]
-    stale_low, stale_high = _limits("control", "stale_s", specs)
-    stale = min(max(stale_default, STALE_POLLS * poll), stale_high)
-    stale = max(stale, stale_low)
-    if poll > default_poll:
-        notes.append("venus.interval_s %s s: the original read the grid and wrote the "
-                     "charger every %s s; this app reads the grid every %s s by default and "
-                     "limits the charger's stored writes on its own "
-                     "(charger.stored_min_interval_s). Set venus.interval_s to %s for "
-                     "tracking a kettle or a cloud in seconds"
-                     % (poll, values["interval"], default_poll, default_poll))
-    if stale != stale_default:
-        notes.append("control.stale_s %s s (default %s): grid data is judged stale only "
-                     "after %d polls of %s s" % (stale, stale_default, STALE_POLLS, poll))
+    notes.append("interval = %s: not taken over. The original computed and wrote the charge "
+                 "current every %s s (each write went to the charger's flash); this app reads "
+                 "the grid every venus.interval_s (%s s) and sets the current through the "
+                 "volatile limit, which does not wear the flash (stored writes, where the "
+                 "charger has no volatile limit, are spaced by charger.stored_min_interval_s "
+                 "under a daily budget)" % (values["interval"], interval, default_poll))
 
     out: dict[str, Any] = {
         "uart": {"port": port},
         "http": {"port": HTTP_PORT},
         "venus": {"host": host, "protocol": "modbus", "port": 502, "unit": 100,
-                  "source": source, "interval_s": float(poll)},
+                  "source": source},
         "control": {"mode": "auto"},
     }
-    if stale != stale_default:
-        out["control"]["stale_s"] = float(stale)
 
     if values.get("maxcurrent"):
         amps = _number("maxcurrent", values["maxcurrent"])
