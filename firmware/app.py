@@ -760,6 +760,7 @@ class App:
         d = c.decision
         return {
             "mode": c.s["mode"],
+            "manual_charging": c.s["manual_charging"],  # manual + false: held off (GX /Mode 4)
             "setpoint_a": c.setpoint_a if c.s["mode"] == "auto" else d.setpoint_a,
             # what the charger confirmed; not known once it misses a text block (it may be off)
             "charging": self.confirmed_on() if self.powered_off or self._heard_lately()

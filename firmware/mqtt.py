@@ -7,6 +7,7 @@ Topics under the base (default `ip22/<charger serial>`):
                       (not STATE_ONLY's: the codes and identity the GX's bridge reads)
   set/mode            auto | manual | off
   set/current         the manual current in A (clamped to the charger's range)
+  set/charging        ON / OFF: manual mode charges, or holds the charger off
   set/reboot          PRESS
 Commands go through the app's one entry point for changes (the same as the web API), never
 to the charger. Bad ones are refused, counted and logged; with `commands` off, Home Assistant
@@ -37,7 +38,8 @@ MAX_PAYLOAD = 64  # a command longer than this is not one of ours
 QUIET = ("grid_age_s", "uptime_s", "free_heap_b", "frames_ok", "frames_bad")
 # for the Venus OS bridge (venus_os/bridge.py: the charger on the GX's D-Bus): in the JSON
 # state only, never on their own topics, no entities
-STATE_ONLY = ("state_code", "error_code", "temperature_c", "pid", "model", "firmware", "serial")
+STATE_ONLY = ("state_code", "error_code", "temperature_c", "pid", "model", "firmware", "serial",
+              "manual_charging")
 
 
 def _shown(value):
@@ -275,6 +277,7 @@ class Mqtt:
             "model": ch["model"],
             "firmware": ch["firmware"],
             "serial": ch["serial"],
+            "manual_charging": ctl["manual_charging"],
         }
 
     def publish_state(self, full=False):
@@ -353,7 +356,13 @@ class Mqtt:
 
             asyncio.create_task(self.app.reboot())
             return None
-        return "unknown command (use mode, current or reboot)"
+        if name == "charging":  # manual mode's on/off (ON / OFF, as Home Assistant sends)
+            on = {"ON": True, "TRUE": True, "1": True, "OFF": False, "FALSE": False, "0": False}
+            if text.upper() not in on:
+                return "send ON or OFF"
+            errors = self.app.set_mode({"manual_charging": on[text.upper()]})
+            return "; ".join(errors) if errors else None
+        return "unknown command (use mode, current, charging or reboot)"
 
     def goodbye(self):
         """A clean stop: say offline now (the last will would take the keepalive's 45 s)."""

@@ -163,8 +163,21 @@ def test_state_discovery_and_commands(tmp_path: Path, mosquitto: Mosquitto) -> N
         st = fw.wait_for(lambda st: st["mqtt"]["commands"] >= 8, 10, "four more commands")
         assert st["mqtt"]["refused"] == 0 and fw.config_path.stat().st_ino == saved
 
+        # manual mode's on/off (what the GX's /Mode switch sends through its bridge): OFF
+        # holds the charger off, ON charges again at the manual current
+        watcher.publish(BASE + "/set/charging", "OFF")
+        fw.wait_for(lambda st: st["control"]["manual_charging"] is False, 10, "held off")
+        fw.wait_for(lambda st: st["control"]["charging"] is False, 15, "the charger off")
+        watcher.wait(lambda: (state(watcher) or {}).get("manual_charging") == "OFF", 10, "OFF")
+        watcher.publish(BASE + "/set/charging", "on")
+        fw.wait_for(lambda st: st["control"]["charging"] is True, 15, "charging again")
+        st = fw.wait_for(lambda st: st["mqtt"]["commands"] >= 10, 10, "two more commands")
+        refused_before = st["mqtt"]["refused"]
+        assert refused_before == 0
+
         # malformed commands: refused, counted, nothing changes, nothing crashes
         for topic, payload in (
+            ("/set/charging", "maybe"),
             ("/set/current", "abc"),
             ("/set/current", "nan"),
             ("/set/current", "inf"),
@@ -176,8 +189,8 @@ def test_state_discovery_and_commands(tmp_path: Path, mosquitto: Mosquitto) -> N
             ("/set/reboot", "yes"),
         ):
             watcher.publish(BASE + topic, payload)
-        st = fw.wait_for(lambda st: st["mqtt"]["refused"] >= 8, 10, "eight refusals")
-        assert st["mqtt"]["refused"] == 8
+        st = fw.wait_for(lambda st: st["mqtt"]["refused"] >= 9, 10, "nine refusals")
+        assert st["mqtt"]["refused"] == 9
         assert st["mqtt"]["too_long"] == 1  # the 5000 B one: skipped unread, never on the heap
         assert st["control"]["mode"] == "manual"
         assert st["charger"]["limit_a"] == 5.0
@@ -186,7 +199,7 @@ def test_state_discovery_and_commands(tmp_path: Path, mosquitto: Mosquitto) -> N
 
         # a reboot right after connecting may be a retained message: refused too
         watcher.publish(BASE + "/set/reboot", "PRESS")
-        st = fw.wait_for(lambda st: st["mqtt"]["refused"] >= 9, 10, "the early reboot refused")
+        st = fw.wait_for(lambda st: st["mqtt"]["refused"] >= 10, 10, "the early reboot refused")
         assert "retained" in st["mqtt"]["last_refused"]
     watcher.close()
 
