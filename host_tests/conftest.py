@@ -14,6 +14,7 @@ FIRMWARE = ROOT / "firmware"
 TOOLS = ROOT / "tools"
 sys.path.insert(0, str(ROOT))  # tools.sim
 sys.path.insert(0, str(FIRMWARE))
+sys.path.insert(0, str(ROOT / "venus_os"))  # the Venus OS service's flat modules
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
