@@ -189,18 +189,21 @@ def post_mode(fw: Firmware, mode: str) -> None:
 
 
 def mode_cycle(f: Followed, fw: Firmware, sim: Background, before: str) -> None:
-    """Off from the GUI: the adapter's mode "off"; on: the mode it had before. The firmware's
-    "off" leaves the charger as it is (docs/configuration.md, control.mode): it goes on charging
-    at the last limit, it is not switched off."""
-    charging = truth(sim)["charger"]["on"]
+    """Off from the GUI: the adapter holds the charger off (manual, not charging: its own mode
+    "off" would leave the charger charging); on: the mode it had before, charging."""
     assert f.set_mode(False) is None
-    assert fw.status()["control"]["mode"] == "off"
-    f.wait(lambda v: v.get("mode") == "off", 5, "the view in mode off")
-    assert truth(sim)["charger"]["on"] == charging  # left as it is
+    control = fw.status()["control"]
+    assert (control["mode"], control["manual_charging"]) == ("manual", False)
+    f.wait(lambda v: v.get("switched_off") is True, 5, "the view held off")
+    fw.wait_for(lambda s: s["control"]["charging"] is False, 15, "the charger off")
+    assert truth(sim)["charger"]["on"] is False  # the simulated charger confirms it
     assert f.set_mode(True) is None
-    assert fw.status()["control"]["mode"] == before
-    f.wait(lambda v: v.get("mode") == before, 5, "the view back in " + before)
-    if before == "manual":
+    control = fw.status()["control"]
+    assert (control["mode"], control["manual_charging"]) == (before, True)
+    f.wait(lambda v: v.get("mode") == before and v.get("switched_off") is False, 5,
+           "the view back in " + before)
+    if before == "manual":  # (auto has no Venus here: its safe state, not charging)
+        fw.wait_for(lambda s: s["control"]["charging"] is True, 20, "charging again")
         fw.wait_for(lambda s: s["charger"]["limit_a"] == MANUAL_A, 15, "the manual limit")
         f.wait(lambda v: v.get("charging") is True and v.get("state_code") == 3, 10, "bulk")
 
@@ -478,7 +481,7 @@ def test_mqtt_wrong_mode_or_no_adapter_is_an_error(adapter: Any) -> None:
         f.wait(lambda v: v.get("connected") is False, 5, "disconnected: nothing on the topic")
         start = time.monotonic()
         error = f.set_mode(False)
-        assert error is not None and "did not show mode off" in error
+        assert error is not None and "did not show mode manual, held off" in error
         assert time.monotonic() - start < bridge.CONFIRM_S + 1
     finally:
         f.close()

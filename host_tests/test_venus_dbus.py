@@ -76,8 +76,12 @@ def test_view_from_status_reads_the_charger_and_control_sections() -> None:
         "connected": True, "product_id": 0xA334, "product_name": "Blue Smart IP22 24/12 (1)",
         "firmware": "0342FF", "serial": "HQ2230XY6XR", "voltage_v": 25.79, "current_a": 7.38,
         "temperature_c": None, "state_code": 3, "error_code": 0, "mode": "auto",
-        "charging": True, "limit_a": 7.5,
+        "switched_off": False, "charging": True, "limit_a": 7.5,
     }
+    held = {"control": {"mode": "manual", "manual_charging": False}}
+    assert view_from_status(held)["switched_off"] is True
+    assert view_from_status({"control": {"mode": "off", "manual_charging": False}})[
+        "switched_off"] is False  # off: the charger is left alone, it charges by itself
     # a charger not heard yet, a mode not known, garbage from a LAN peer: all unknown
     odd = {"charger": {"connected": "yes", "pid": "zz", "voltage_v": "25", "current_a": True,
                        "state_code": 3.5, "model": ""},
@@ -101,8 +105,9 @@ def test_charger_paths_as_the_vedirect_driver_publishes_them() -> None:
         "/Dc/0/Current": 7.38, "/Dc/0/Temperature": None, "/State": 3, "/ErrorCode": 0,
         "/Mode": 1,
     }
-    assert charger_paths(view(mode="off"))["/Mode"] == 4
+    assert charger_paths(view(mode="manual", switched_off=True))["/Mode"] == 4
     assert charger_paths(view(mode="manual"))["/Mode"] == 1
+    assert charger_paths(view(mode="off"))["/Mode"] == 1
     assert charger_paths(view(mode=None))["/Mode"] is None
     gone = charger_paths(view(connected=False))
     assert gone["/Connected"] == 0
@@ -205,7 +210,8 @@ def test_the_gui_reads_the_service_with_dbus_send(dbus_daemon: Any) -> None:
         with pytest.raises(DbusSendError, match="UnknownObject|UnknownMethod|does not exist"):
             await dbus_send("--dest=" + NAME, "/Ac/In/L1/I", BUSITEM + ".GetValue")
         # the values follow the views
-        service.publish(view(voltage_v=26.1, current_a=3.5, state_code=4, mode="off"))
+        service.publish(view(voltage_v=26.1, current_a=3.5, state_code=4, mode="manual",
+                             switched_off=True))
         assert await dbus_send("--dest=" + NAME, "/Dc/0/Voltage", BUSITEM + ".GetValue") == 26.1
         assert await dbus_send("--dest=" + NAME, "/State", BUSITEM + ".GetValue") == 4
         assert await dbus_send("--dest=" + NAME, "/Mode", BUSITEM + ".GetValue") == 4

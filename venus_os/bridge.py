@@ -28,7 +28,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from dbus_charger import view_from_status
+from dbus_charger import ModeSwitch, view_from_status
 
 POLL_S = 1.0  # /api/status this often (the adapter's text blocks come every second)
 TIMEOUT_S = 2.0  # one HTTP request, all of it: connect, send, answer
@@ -61,6 +61,7 @@ STATUS_TYPES = (
     ("charger", "limit_a", "number"),
     ("control", "mode", "mode"),
     ("control", "charging", "bool"),
+    ("control", "manual_charging", "bool"),
 )
 
 
@@ -71,7 +72,7 @@ class BadInput(ValueError):
 def disconnected(view: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """The view while the adapter cannot be followed: who the charger is (its D-Bus identity
     stays), nothing about its present state."""
-    out: Dict[str, Any] = dict.fromkeys(FLOATS + INTS + TEXTS + ("charging",))
+    out: Dict[str, Any] = dict.fromkeys(FLOATS + INTS + TEXTS + ("charging", "switched_off"))
     for key in IDENTITY:
         out[key] = (view or {}).get(key)
     out["connected"] = False
@@ -141,8 +142,14 @@ def status_from_state(state: Any) -> Dict[str, Any]:
         "error_code": state.get("error_code"),
         "limit_a": state.get("limit_a"),
     }
-    control = {"mode": state.get("mode"), "charging": _flag(state.get("charging"))}
+    control = {"mode": state.get("mode"), "charging": _flag(state.get("charging")),
+               "manual_charging": _flag(state.get("manual_charging"))}
     return {"charger": charger, "control": control}
+
+
+def _shown_change(view: Dict[str, Any]) -> Tuple[Any, Any]:
+    """(mode, held off) as a view shows them: what a command waits to see."""
+    return view.get("mode"), view.get("switched_off")
 
 
 def _endpoint(url: str) -> Tuple[str, int, str]:
@@ -251,7 +258,7 @@ class AdapterFollower:
         self.last_error: Optional[str] = None
         self.last_refused: Optional[str] = None
         self.counters = {"updates": 0, "dropped": 0, "commands_ok": 0, "commands_refused": 0}
-        self.last_on = "auto"  # the mode before it went off: what the GUI's "on" restores
+        self.switch = ModeSwitch()  # what the GUI's On restores
         self._on_view: Optional[Callable[[Dict[str, Any]], None]] = None
         self._fresh_at: Optional[float] = None  # monotonic time of the last state
         self._gap_s = 0.0  # the adapter's MQTT interval as seen (a slow mqtt.update_s)
@@ -261,7 +268,7 @@ class AdapterFollower:
         self._client: Any = None  # paho's, via mqtt
         self._broker_up = False
         self._online: Optional[bool] = None  # the adapter's <topic>/status
-        self._waiters: List[Tuple[str, "asyncio.Future[None]"]] = []
+        self._waiters: List[Tuple[Tuple[Any, Any], "asyncio.Future[None]"]] = []
 
     # -- what the rest of the service sees ---------------------------------------------------
 
@@ -280,25 +287,26 @@ class AdapterFollower:
             self._stop_mqtt()
 
     async def set_mode(self, on: bool) -> Optional[str]:
-        """The GUI's /Mode switch: off is the adapter's mode "off", on the mode it had before
-        it went off. None when the adapter took it, else why not."""
-        if self.view and self.view.get("mode") in ("auto", "manual"):
-            self.last_on = self.view["mode"]
-        mode = self.last_on if on else "off"
+        """The GUI's /Mode switch (ModeSwitch: off is manual mode holding the charger off,
+        on the mode before, charging). None when the adapter took it, else why not."""
+        if self.view:
+            self.switch.seen(self.view)
+        change = self.switch.change(on)
+        what = "on (%s)" % change["mode"] if on else "off"
         try:
             if self.via == "mqtt":
-                error = await self._command_mqtt(mode)
+                error = await self._command_mqtt(change)
             else:
-                error = await self._command_http(mode)
+                error = await self._command_http(change)
         except Exception as err:  # noqa: BLE001  whatever it was, the GUI gets a reason
-            error = "mode %s not sent: %s" % (mode, _describe(err))
+            error = "%s not sent: %s" % (what, _describe(err))
         if error:
             self.counters["commands_refused"] += 1
             self.last_refused = error
-            self.log("bridge: mode %s refused: %s" % (mode, error))
+            self.log("bridge: %s refused: %s" % (what, error))
         else:
             self.counters["commands_ok"] += 1
-            self.log("bridge: mode %s set at the adapter" % mode)
+            self.log("bridge: %s set at the adapter" % what)
         return error
 
     def status(self) -> Dict[str, Any]:
@@ -317,7 +325,7 @@ class AdapterFollower:
                 "age_s": None if fresh is None else round(time.monotonic() - fresh, 1),
                 "last_error": self.last_error,
                 "last_refused": self.last_refused,
-                "last_on_mode": self.last_on,
+                "last_on_mode": self.switch.last_on,
             }
         )
         out.update(self.counters)
@@ -336,8 +344,7 @@ class AdapterFollower:
         now = time.monotonic()
         self._fresh_at = now
         self.counters["updates"] += 1
-        if view.get("mode") in ("auto", "manual"):
-            self.last_on = view["mode"]
+        self.switch.seen(view)
         if not self.connected:
             self.log("bridge: following the adapter (%s)" % (self.url or self.topic))
         self.connected = True
@@ -423,11 +430,11 @@ class AdapterFollower:
             except asyncio.TimeoutError:
                 pass
 
-    async def _command_http(self, mode: str) -> Optional[str]:
+    async def _command_http(self, change: Dict[str, Any]) -> Optional[str]:
         host, port, prefix = _endpoint(self.url)
         token = base64.b64encode(("gx:" + self.password).encode()).decode()
         headers = {"Authorization": "Basic " + token, "Content-Type": "application/json"}
-        body = json.dumps({"mode": mode}).encode()
+        body = json.dumps(change).encode()
         try:
             status, data = await asyncio.wait_for(
                 http_request(host, port, "POST", prefix + "/api/mode", headers, body), TIMEOUT_S
@@ -568,12 +575,15 @@ class AdapterFollower:
             if following and before is not None and self._fresh_at is not None:
                 # its update_s, roughly; slowly forgotten (a command's state comes early)
                 self._gap_s = max(self._fresh_at - before, self._gap_s * 0.9)
-        mode = (self.view or {}).get("mode")
+        shown = _shown_change(self.view or {})
         for wanted, future in self._waiters:
-            if wanted == mode and not future.done():
+            if wanted == shown and not future.done():
                 future.set_result(None)
 
-    async def _command_mqtt(self, mode: str) -> Optional[str]:
+    async def _command_mqtt(self, change: Dict[str, Any]) -> Optional[str]:
+        """The change as the adapter's commands, in an order that never charges on the way
+        (off: set/charging OFF, then set/mode manual; on: set/mode, then set/charging ON),
+        confirmed by its state showing both."""
         client = self._client
         if client is None or not self._broker_up:
             return "not connected to the broker (%s)" % (self.last_error or "not started")
@@ -581,18 +591,26 @@ class AdapterFollower:
             return "the adapter is offline"
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
-        entry = (mode, future)
+        wanted = (change["mode"], change["manual_charging"] is False and change["mode"] == "manual")
+        entry = (wanted, future)
         self._waiters.append(entry)
+        charging = "ON" if change["manual_charging"] else "OFF"
+        commands = [("mode", change["mode"]), ("charging", charging)]
+        if not change["manual_charging"]:
+            commands.reverse()
         try:
-            info = client.publish(self.topic + "/set/mode", mode, qos=0)
-            if info.rc != 0:
-                return "not sent to the broker (paho error %s)" % info.rc
+            for name, payload in commands:
+                info = client.publish(self.topic + "/set/" + name, payload, qos=0)
+                if info.rc != 0:
+                    return "not sent to the broker (paho error %s)" % info.rc
             try:
                 await asyncio.wait_for(future, CONFIRM_S)
             except asyncio.TimeoutError:
                 return (
-                    "the adapter's state did not show mode %s within %g s (is mqtt.commands "
-                    "on at the adapter? a bad mode would be in its log)" % (mode, CONFIRM_S)
+                    "the adapter's state did not show mode %s%s within %g s (is mqtt.commands "
+                    "on at the adapter? a refused command would be in its log)"
+                    % (change["mode"], "" if change["manual_charging"] else ", held off",
+                       CONFIRM_S)
                 )
             return None
         finally:

@@ -72,6 +72,10 @@ def view_from_status(status: dict) -> View:
         "state_code": _int(c.get("state_code")),
         "error_code": _int(c.get("error_code")),
         "mode": k.get("mode") if k.get("mode") in ("auto", "manual", "off") else None,
+        # manual and held off: what the GUI's Off (/Mode 4) sets; the app's mode "off" leaves
+        # the charger alone (it charges by itself), which the GUI shows as On
+        "switched_off": (k.get("mode") == "manual" and k.get("manual_charging") is False)
+        if k.get("mode") in ("auto", "manual", "off") else None,
         "charging": charging if isinstance(charging, bool) else None,
         "limit_a": _float(c.get("limit_a")),
     }
@@ -161,9 +165,30 @@ def charger_paths(
         "/Dc/0/Temperature": measured("temperature_c"),
         "/State": measured("state_code"),  # VE.Direct CS: the same numbers as Venus's enum
         "/ErrorCode": measured("error_code"),
-        # the app's switch, known while the charger is away too: 4 off, 1 on (auto or manual)
-        "/Mode": None if mode is None else (MODE_OFF if mode == "off" else MODE_ON),
+        # the app's switch, known while the charger is away too: 4 held off (manual, not
+        # charging), 1 on (auto, manual charging, or off: left to charge by itself)
+        "/Mode": None if mode is None else (MODE_OFF if v.get("switched_off") else MODE_ON),
     }
+
+
+class ModeSwitch:
+    """The GUI's /Mode switch as a change of the app's settings, the same for the service on
+    the GX and the bridge: Off (4) is manual mode holding the charger off; On (1) is the mode
+    it was in before (auto if none was seen), charging. The app's own mode "off" leaves the
+    charger to charge by itself, which is not what the GUI's Off means."""
+
+    def __init__(self) -> None:
+        self.last_on = "auto"
+
+    def seen(self, view: View) -> None:
+        """Remember the mode the GUI's On goes back to (any but the GUI's own Off)."""
+        if view.get("mode") in ("auto", "manual", "off") and view.get("switched_off") is False:
+            self.last_on = view["mode"]
+
+    def change(self, on: bool) -> dict:
+        if on:
+            return {"mode": self.last_on, "manual_charging": True}
+        return {"mode": "manual", "manual_charging": False}
 
 
 def service_suffix(text: str) -> str:

@@ -30,14 +30,14 @@ import signal  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 PUBLISH_POLL_S = 0.1  # how soon a new text block reaches D-Bus (the charger sends one a second)
-ON_MODES = ("auto", "manual")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="service.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=os.path.join(HERE, "config.json"))
     ap.add_argument("--bridge", action="store_true",
-                    help="no serial port: follow the ESP32 adapter of gx.bridge_url")
+                    help="no serial port: follow the ESP32 adapter of gx.bridge_url (also"
+                         " without this, when uart.port is empty and gx.bridge_url is set)")
     ap.add_argument("--uart", help="the charger's port, instead of the config's uart.port")
     ap.add_argument("--state", help="the counters' file (default: beside the config)")
     ap.add_argument("--http-host", default="0.0.0.0")
@@ -47,24 +47,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def on_mode_of(current: Callable[[], Any], change: Callable[[str], Any]) -> Callable[[int], Any]:
-    """The GUI's /Mode switch (1 on, 4 off) as a mode change through the app's one way in:
-    off is "off"; on is the mode it was in before it went off (auto if never known)."""
-    last_on = ["auto"]
-
-    def remember() -> None:
-        mode = current()
-        if mode in ON_MODES:
-            last_on[0] = mode
+def on_mode_of(switch: Any, apply: Callable[[dict], Any]) -> Callable[[int], Any]:
+    """The GUI's /Mode write (1 on, 4 off) as a settings change through `apply`, the app's
+    one way in (dbus_charger.ModeSwitch says which change)."""
 
     async def on_mode(value: int) -> str | None:
-        remember()
-        result = change("off" if value == 4 else last_on[0])
+        result = apply(switch.change(value == 1))
         if asyncio.iscoroutine(result):
             result = await result
         return result
 
-    on_mode.remember = remember  # type: ignore[attr-defined]
     return on_mode
 
 
@@ -89,6 +81,8 @@ async def run_app(args: argparse.Namespace) -> int:
 
     cfg = start.load_config(args.config, args.admin_password)
     port = args.uart or cfg["uart"]["port"]
+    if not port and (cfg["gx"]["bridge_url"] or cfg["gx"]["bridge_topic"]):
+        return await run_bridge(args)  # no cable, an adapter to follow: the bridge
     logs: list[str] = []
     bus = None
     if cfg["gx"]["dbus"] and not args.no_dbus:
@@ -116,8 +110,8 @@ async def run_app(args: argparse.Namespace) -> int:
     if bus is not None:
         import dbus_charger
 
-        on_mode = on_mode_of(lambda: a.controller.s["mode"],
-                             lambda mode: "; ".join(a.set_mode({"mode": mode})) or None)
+        switch = dbus_charger.ModeSwitch()
+        on_mode = on_mode_of(switch, lambda change: "; ".join(a.set_mode(change)) or None)
         service = dbus_charger.ChargerService(
             bus,
             dbus_charger.service_suffix(port_name(port)),
@@ -129,11 +123,11 @@ async def run_app(args: argparse.Namespace) -> int:
             log=a.log,
         )
         await service.start()
-        tasks.append(asyncio.ensure_future(publish_app(a, service, on_mode)))
+        tasks.append(asyncio.ensure_future(publish_app(a, service, switch)))
     return await run_until_stopped(tasks)  # App.run() saves its counters as it ends
 
 
-async def publish_app(a: Any, service: Any, on_mode: Any) -> None:
+async def publish_app(a: Any, service: Any, switch: Any) -> None:
     """Every text block (and every mode change) onto D-Bus, read from the app's state in the
     loop: nothing here waits on the charger link, and publish() only queues signals."""
     import dbus_charger
@@ -143,12 +137,13 @@ async def publish_app(a: Any, service: Any, on_mode: Any) -> None:
         await asyncio.sleep(PUBLISH_POLL_S)
         link = a.link
         key = (link.counters["text_ok"], link.counters["hex_ok"], link.connected(),
-               a.controller.s["mode"])
+               a.controller.s["mode"], a.controller.s["manual_charging"])
         if key == seen:
             continue
         seen = key
-        on_mode.remember()
-        service.publish(dbus_charger.view_from_status(a.status()))
+        view = dbus_charger.view_from_status(a.status())
+        switch.seen(view)
+        service.publish(view)
 
 
 async def run_bridge(args: argparse.Namespace) -> int:
@@ -177,9 +172,11 @@ async def run_bridge(args: argparse.Namespace) -> int:
     if bus is None:
         return 1
     follower = bridge.AdapterFollower(gx, cfg["mqtt"], log)
-    where = gx["bridge_url"] or gx["bridge_topic"]
-    on_mode = on_mode_of(lambda: (follower.view or {}).get("mode"),
-                         lambda mode: follower.set_mode(mode != "off"))
+    where = gx["bridge_topic"] if gx["bridge_via"] == "mqtt" else gx["bridge_url"]
+
+    def on_mode(value: int) -> Any:
+        return follower.set_mode(value == 1)  # its own ModeSwitch, fed by what it follows
+
     service = dbus_charger.ChargerService(
         bus,
         dbus_charger.service_suffix("bridge_" + where),
@@ -193,11 +190,7 @@ async def run_bridge(args: argparse.Namespace) -> int:
     await service.start()
     log("bridge: following %s over %s" % (where, gx["bridge_via"]))
 
-    def on_view(view: dict) -> None:
-        on_mode.remember()
-        service.publish(view)
-
-    return await run_until_stopped([asyncio.ensure_future(follower.run(on_view))])
+    return await run_until_stopped([asyncio.ensure_future(follower.run(service.publish))])
 
 
 async def run_until_stopped(tasks: list) -> int:
