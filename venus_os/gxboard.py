@@ -22,8 +22,9 @@ READ_TIMEOUT_S = 0.05  # the reader thread's poll: a text block's bytes arrive w
 def port_name(port: str) -> str:
     """A short name for a port: ttyUSB0, 127.0.0.1_4000 (for ids and the D-Bus name)."""
     real = os.path.realpath(port) if port.startswith("/dev/") else port
-    tail = re.sub(r"^[a-z0-9+]+://", "", real).rstrip("/").rsplit("/", 1)[-1]
-    return re.sub(r"[^A-Za-z0-9_-]", "_", tail) or "serial"
+    parts = re.sub(r"^[a-z0-9+]+://", "", real).rstrip("/").rsplit("/", 2)
+    tail = "_".join(parts[-2:]) if parts[-1].isdigit() and len(parts) > 1 else parts[-1]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", tail) or "serial"  # /dev/pts/3: pts_3
 
 
 class SerialPort:

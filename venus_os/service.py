@@ -136,8 +136,8 @@ async def publish_app(a: Any, service: Any, switch: Any) -> None:
     while True:
         await asyncio.sleep(PUBLISH_POLL_S)
         link = a.link
-        key = (link.counters["text_ok"], link.counters["hex_ok"], link.connected(),
-               a.controller.s["mode"], a.controller.s["manual_charging"])
+        key = (link.state.last_frame_ms, link.connected(), a.controller.s["mode"],
+               a.controller.s["manual_charging"])  # a frame, the link lost, a switch
         if key == seen:
             continue
         seen = key

@@ -1,0 +1,174 @@
+"""The Venus OS service end to end, as on a GX: `venus_os/service.py` (CPython) on a real
+dbus-daemon (the test's system bus), the simulated charger on its serial port, read back the
+way the GUI's tools read a service (dbus-send GetValue/GetItems/SetValue). With a cable: the
+firmware's App in the service. Bridge: the firmware on the Unix port as the ESP32 adapter,
+followed over HTTP or over MQTT (mosquitto), the GX service only showing it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from broker import mosquitto_fixture  # noqa: F401
+from conftest import ROOT, need_tool
+from dbus_bus import BUSITEM, DbusDaemon, dbus_daemon_fixture, parse_reply  # noqa: F401
+from fwrun import Firmware, make_world, truth
+
+from tools.mosquitto import Mosquitto
+from tools.sim.serve import Background
+from tools.sim.world import apply_fault
+
+MANUAL = {"control": {"mode": "manual", "manual_current_a": 6.0}}
+PASSWORD = "gx bridge"
+
+
+def dbus(dest: str, path: str, member: str, *args: str) -> Any:
+    """`dbus-send --system --print-reply` (the test's bus), the reply parsed."""
+    out = subprocess.run(
+        [need_tool("dbus-send"), "--system", "--print-reply", "--reply-timeout=3000",
+         "--dest=" + dest, path, BUSITEM + "." + member, *args],
+        capture_output=True, text=True, timeout=10,
+    )
+    if out.returncode != 0:
+        raise OSError(out.stderr.strip())
+    return parse_reply(out.stdout)
+
+
+def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except OSError as err:  # the service not there yet
+            last = err
+        time.sleep(0.25)
+    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+
+
+def items(name: str) -> dict[str, Any]:
+    return {path: v["Value"] for path, v in dbus(name, "/", "GetItems").items()}
+
+
+def test_the_charger_on_dbus_follows_switches_and_survives_a_restart(
+    tmp_path: Path, dbus_daemon: DbusDaemon
+) -> None:
+    env = {"DBUS_SYSTEM_BUS_ADDRESS": dbus_daemon.address}
+    with Background(make_world(), pty=True) as sim, Firmware(
+        tmp_path, sim.endpoints["pty"], MANUAL, gx=True, env=env,
+        extra=("--admin-password", PASSWORD),
+    ) as fw:
+        name = "com.victronenergy.charger.pts_" + Path(sim.endpoints["pty"]).name
+        got = until(lambda: items(name).get("/Serial") and items(name), 20, "the charger's identity")
+        assert got["/ProductId"] == 0xA334 and got["/FirmwareVersion"] == 0x0342FF
+        assert got["/Serial"] == "HQ2230XY6XR" and got["/Mgmt/ProcessName"] == "bluesmart-charger"
+        assert got["/Mgmt/Connection"].startswith("VE.Direct on /dev/pts/")
+        assert got["/DeviceInstance"] == 0 and got["/NrOfOutputs"] == 1 and got["/Connected"] == 1
+        assert got["/Mode"] == 1  # manual, charging
+
+        # the values follow the charger (bulk at the manual 6 A)
+        def follows() -> bool:
+            real = truth(sim)["charger"]
+            now = items(name)
+            return (now["/State"] == 3 and abs(now["/Dc/0/Voltage"] - real["voltage_v"]) < 0.2
+                    and abs(now["/Dc/0/Current"] - 6.0) < 0.3)
+
+        until(follows, 20, "the values to follow the charger")
+
+        # the GUI's Off: held off through the app (manual, not charging); the charger stops
+        assert dbus(name, "/Mode", "SetValue", "variant:int32:4") == 0
+        control = fw.status()["control"]
+        assert (control["mode"], control["manual_charging"]) == ("manual", False)
+        until(lambda: truth(sim)["charger"]["on"] is False, 15, "the charger off")
+        until(lambda: items(name)["/Mode"] == 4 and items(name)["/State"] == 0, 10, "/Mode 4")
+        # bad writes change nothing
+        assert dbus(name, "/Mode", "SetValue", "variant:int32:7") == 1
+        assert dbus(name, "/Mode", "SetValue", "variant:string:on") == 1
+        assert dbus(name, "/Dc/0/Voltage", "SetValue", "variant:double:30") == 1
+        assert fw.status()["control"]["manual_charging"] is False
+        # the GUI's On: back to manual, charging
+        assert dbus(name, "/Mode", "SetValue", "variant:int32:1") == 0
+        until(lambda: truth(sim)["charger"]["on"] is True, 15, "the charger on")
+        until(lambda: items(name)["/Mode"] == 1 and items(name)["/State"] == 3, 15, "bulk")
+
+        # a charger restart (a power cut): the name and paths stay, /Connected tells
+        sim.call(lambda: apply_fault(sim.world, "charger.power_cut", 8))
+        gone = until(lambda: items(name)["/Connected"] == 0 and items(name), 15, "/Connected 0")
+        assert gone["/Dc/0/Voltage"] == [] and gone["/ProductId"] == 0xA334  # invalid, kept
+        back = until(lambda: items(name)["/Connected"] == 1 and items(name), 30, "back")
+        assert back["/Serial"] == "HQ2230XY6XR"
+        until(follows, 30, "following again after the restart")
+        st = fw.status()
+        assert st["board"] == "gx" and st["counters"]["frames_bad"] == 0
+
+
+def start_bridge(workdir: Path, gx: dict[str, Any], env: dict[str, str],
+                 mqtt: dict[str, Any] | None = None) -> subprocess.Popen[str]:
+    """service.py as the bridge: no uart.port, the adapter in gx.* (it starts as the bridge
+    by itself)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "config.json"
+    config.write_text(json.dumps({"gx": gx, "mqtt": mqtt or {}, "http": {"port": 8088}}))
+    log = open(workdir / "bridge.log", "w")
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "venus_os" / "service.py"), "--config", str(config)],
+        stdout=log, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, **env),
+    )
+
+
+@pytest.mark.parametrize("via", ["http", "mqtt"])
+def test_the_bridge_shows_the_adapter_and_passes_the_switch_on(
+    tmp_path: Path, dbus_daemon: DbusDaemon, mosquitto: Mosquitto, via: str
+) -> None:
+    adapter_config = dict(MANUAL, mqtt={"host": "127.0.0.1", "port": mosquitto.port,
+                                         "update_s": 1.0, "discovery": False})
+    env = {"DBUS_SYSTEM_BUS_ADDRESS": dbus_daemon.address}
+    (tmp_path / "adapter").mkdir()
+    with Background(make_world()) as sim, Firmware(
+        tmp_path / "adapter", sim.endpoints["charger"], adapter_config,
+        extra=("--admin-password", PASSWORD),
+    ) as fw:
+        serial = fw.wait_for(lambda s: s["mqtt"]["connected"], 20, "MQTT")["charger"]["serial"]
+        if via == "http":
+            gx = {"bridge_url": "http://127.0.0.1:%d" % fw.port, "bridge_password": PASSWORD}
+            name = "com.victronenergy.charger.bridge_http_127_0_0_1_%d" % fw.port
+        else:
+            gx = {"bridge_via": "mqtt", "bridge_topic": "ip22/" + serial}
+            name = "com.victronenergy.charger.bridge_ip22_" + serial
+        mqtt = {"host": "127.0.0.1", "port": mosquitto.port}
+        bridge = start_bridge(tmp_path / "gx", gx, env, mqtt if via == "mqtt" else None)
+        try:
+            got = until(lambda: items(name).get("/Serial") and items(name), 20,
+                        "the adapter's charger on D-Bus")
+            assert got["/ProductId"] == 0xA334 and got["/Serial"] == serial
+            assert got["/Mgmt/Connection"].startswith("ESP32 adapter")
+            until(lambda: items(name)["/State"] == 3, 15, "bulk")
+            # the GUI's Off becomes the adapter's held off; the charger stops
+            assert dbus(name, "/Mode", "SetValue", "variant:int32:4") == 0
+            control = fw.status()["control"]
+            assert (control["mode"], control["manual_charging"]) == ("manual", False)
+            until(lambda: truth(sim)["charger"]["on"] is False, 15, "the charger off")
+            until(lambda: items(name)["/Mode"] == 4, 10, "/Mode 4 from the adapter")
+            assert dbus(name, "/Mode", "SetValue", "variant:int32:1") == 0
+            until(lambda: truth(sim)["charger"]["on"] is True, 15, "the charger on again")
+            until(lambda: items(name)["/Mode"] == 1, 10, "/Mode 1")
+            # the adapter gone: shown disconnected, the service stays
+            assert fw.proc is not None
+            fw.proc.send_signal(signal.SIGKILL)
+            until(lambda: items(name)["/Connected"] == 0, 20, "disconnected")
+        finally:
+            bridge.send_signal(signal.SIGTERM)
+            try:
+                bridge.wait(10)
+            except subprocess.TimeoutExpired:
+                bridge.kill()
+        assert bridge.returncode == 0, (tmp_path / "gx" / "bridge.log").read_text()
