@@ -15,7 +15,6 @@ import asyncio
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -24,68 +23,10 @@ from dbus_next import BusType, Message, MessageFlag, MessageType, NameFlag, Vari
 from dbus_next.aio import MessageBus
 from dbus_next.service import ServiceInterface, method
 
+from tools.dbus_daemon import DbusDaemon, DbusMissing
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 BUSITEM = "com.victronenergy.BusItem"
-CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-  </policy>
-</busconfig>
-"""
-
-
-class DbusMissing(RuntimeError):
-    pass
-
-
-class DbusDaemon:
-    """dbus-daemon with a permissive config, listening in `where`; stop() kills it."""
-
-    def __init__(self, where: Path) -> None:
-        exe = shutil.which("dbus-daemon")
-        if exe is None:
-            raise DbusMissing("dbus-daemon is not installed (./dev test installs it)")
-        where.mkdir(parents=True, exist_ok=True)
-        conf = where / "bus.conf"
-        # a unix socket path has ~107 bytes at most: a deep tmp_path would not fit
-        self.socket = where / "bus"
-        if len(str(self.socket)) > 100:
-            import tempfile
-
-            self.socket = Path(tempfile.mkdtemp(prefix="dbus-")) / "bus"
-        conf.write_text(CONFIG.format(socket=self.socket))
-        self.log = where / "dbus-daemon.log"  # a file: a pipe nobody reads would stall it
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(
-                [exe, "--config-file=%s" % conf, "--nofork", "--nopidfile", "--print-address"],
-                stdout=subprocess.PIPE, stderr=log, text=True,
-            )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()  # printed once it listens
-        if not line:
-            self.stop()
-            raise RuntimeError("dbus-daemon did not start: %s" % self.log.read_text())
-        self.address = line
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(5)
-        if self.proc.stdout:
-            self.proc.stdout.close()
-
-    def __enter__(self) -> DbusDaemon:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @pytest.fixture(name="dbus_daemon")

@@ -26,9 +26,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "firmware"))
 sys.path.insert(0, str(ROOT / "venus_os"))
-sys.path.insert(0, str(ROOT / "host_tests"))
+sys.path.insert(0, str(ROOT))
 
-from dbus_bus import DbusDaemon  # noqa: E402
+from tools.dbus_daemon import DbusDaemon  # noqa: E402
 
 NAME = "com.victronenergy.charger.bench"
 # a consumer in its own process (as the GUI or systemcalc): counts the ItemsChanged it gets;
