@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +22,7 @@ import pytest
 from broker import mosquitto_fixture  # noqa: F401
 from conftest import ROOT, need_tool
 from dbus_bus import BUSITEM, DbusDaemon, dbus_daemon_fixture, parse_reply  # noqa: F401
-from fwrun import Firmware, make_world, truth
+from fwrun import Firmware, free_port, make_world, truth
 
 from tools.mosquitto import Mosquitto
 from tools.sim.serve import Background
@@ -172,3 +175,65 @@ def test_the_bridge_shows_the_adapter_and_passes_the_switch_on(
             except subprocess.TimeoutExpired:
                 bridge.kill()
         assert bridge.returncode == 0, (tmp_path / "gx" / "bridge.log").read_text()
+
+
+def gx_pythons() -> list[str]:
+    """The interpreters to run the package on: this one, and Venus's own versions where this
+    machine has them (3.8 until Venus v3.5x, 3.12 from v3.60; pyenv's, if installed)."""
+    found = [sys.executable]
+    for version in ("3.8", "3.12"):
+        for candidate in sorted(Path("/root/.pyenv/versions").glob(version + ".*/bin/python")):
+            found.append(str(candidate))
+            break
+        else:
+            exe = shutil.which("python" + version)
+            if exe:
+                found.append(exe)
+    return found
+
+
+def test_the_package_runs_on_the_gx_pythons(tmp_path: Path, dbus_daemon: DbusDaemon) -> None:
+    """The built package, unpacked, with nothing installed (python -I -S: no site-packages,
+    only what it carries in ext/), runs the firmware and publishes on D-Bus, on every Python
+    Venus ships that this machine has."""
+    from tools import venus_package
+
+    tarball = venus_package.build(tmp_path / "dist")
+    with tarfile.open(tarball) as tar:
+        tar.extractall(tmp_path / "data")
+    package = tmp_path / "data" / "bluesmart-charger"
+    ran = []
+    for python in gx_pythons():
+        with Background(make_world(), pty=True) as sim:
+            work = tmp_path / ("run-%d" % len(ran))
+            work.mkdir()
+            config = work / "config.json"
+            port = free_port()
+            config.write_text(json.dumps(dict(MANUAL, uart={"port": sim.endpoints["pty"]},
+                                              http={"port": port})))
+            log = open(work / "service.log", "w")
+            proc = subprocess.Popen(
+                [python, "-I", "-S", str(package / "service.py"), "--config", str(config),
+                 "--http-host", "127.0.0.1"],
+                stdout=log, stderr=subprocess.STDOUT,
+                env=dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=dbus_daemon.address),
+            )
+            try:
+                name = "com.victronenergy.charger.pts_" + Path(sim.endpoints["pty"]).name
+                got = until(lambda: (items(name).get("/Dc/0/Current") or 0) > 3 and items(name),
+                            30, "charging, on D-Bus, under " + python)
+                assert got["/State"] == 3 and got["/ProductId"] == 0xA334
+                url = "http://127.0.0.1:%d/api/status" % port
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    st = json.load(resp)
+                assert st["board"] == "gx" and st["charger"]["connected"] is True
+                version = subprocess.run([python, "-c", "import sys; print(sys.version)"],
+                                         capture_output=True, text=True).stdout.split()[0]
+                ran.append(version)
+            finally:
+                proc.terminate()
+                proc.wait(10)
+                log.close()
+            assert proc.returncode == 0, (work / "service.log").read_text()
+    print("the package ran on Python", ", ".join(ran))
+    assert len(ran) == len(gx_pythons())
