@@ -6,6 +6,7 @@ followed over HTTP or over MQTT (mosquitto), the GX service only showing it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -21,7 +23,15 @@ from typing import Any, Callable
 import pytest
 from broker import mosquitto_fixture  # noqa: F401
 from conftest import ROOT, need_tool
-from dbus_bus import BUSITEM, DbusDaemon, dbus_daemon_fixture, parse_reply  # noqa: F401
+from dbus_bus import (  # noqa: F401
+    BUSITEM,
+    DbusDaemon,
+    LocalSettings,
+    StandIn,
+    dbus_daemon_fixture,
+    disconnect_all,
+    parse_reply,
+)
 from fwrun import Firmware, free_port, make_world, truth
 
 from tools.mosquitto import Mosquitto
@@ -237,3 +247,78 @@ def test_the_package_runs_on_the_gx_pythons(tmp_path: Path, dbus_daemon: DbusDae
             assert proc.returncode == 0, (work / "service.log").read_text()
     print("the package ran on Python", ", ".join(ran))
     assert len(ran) == len(gx_pythons())
+
+
+class BusThread:
+    """An asyncio loop in a thread of its own, for the stand-ins of Venus's services (the
+    test itself waits synchronously, as a user would)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def stop(self) -> None:
+        self.run(disconnect_all())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def test_surplus_from_the_gx_dbus_with_its_meter_rule(tmp_path: Path, dbus_daemon: DbusDaemon) -> None:
+    """venus.protocol dbus: grid power from com.victronenergy.system (a stand-in fed by the
+    simulated house once a second, as systemcalc publishes it), the VRM instance from
+    localsettings (another charger holds 0), surplus charging on it; the grid meter leaving
+    the bus is no grid value (systemcalc would quietly fall back to the Multi's AC-in), so the
+    controller goes to its safe state and the charger off."""
+    world = make_world()
+    world.profile = lambda t: (1600.0, 350.0)  # ~1.2 kW of surplus
+    bus = BusThread()
+    try:
+        settings = bus.run(LocalSettings().start())
+        settings.values["/Settings/Devices/other/ClassAndVrmInstance"] = "charger:0"
+        system = bus.run(StandIn("com.victronenergy.system", {
+            "/Ac/Grid/L1/Power": 0.0, "/Ac/Grid/L2/Power": None, "/Ac/Grid/L3/Power": None,
+            "/Ac/Grid/NumberOfPhases": 1, "/Dc/Battery/Power": None}).start())
+        meter = bus.run(StandIn("com.victronenergy.grid.cgwacs_ttyUSB0_mb1",
+                                {"/Connected": 1, "/Ac/L1/Power": 0.0}).start())
+        config = {"control": {"mode": "auto", "stale_s": 5},
+                  "venus": {"protocol": "dbus", "meter_unit": 30}}
+        env = {"DBUS_SYSTEM_BUS_ADDRESS": dbus_daemon.address}
+        with Background(world) as sim, Firmware(
+            tmp_path, sim.endpoints["charger"], config, gx=True, env=env
+        ) as fw:
+            feeding = threading.Event()
+
+            def feed() -> None:  # systemcalc's once-a-second ItemsChanged, from the house
+                while not feeding.wait(1.0):
+                    watts = sim.call(lambda: round(sum(sim.world.grid_w), 1))
+                    bus.loop.call_soon_threadsafe(system.set, {"/Ac/Grid/L1/Power": watts})
+
+            threading.Thread(target=feed, daemon=True).start()
+            try:
+                st = fw.wait_for(lambda s: s["control"]["charging"] is True, 30, "charging")
+                assert st["grid"]["protocol"] == "dbus"
+                name = "com.victronenergy.charger." + port_suffix(sim.endpoints["charger"])
+                assert items(name)["/DeviceInstance"] == 1  # the next free one
+                fw.wait_for(lambda s: s["charger"]["limit_a"] == 12.0
+                            and s["charger"]["current_a"] > 10, 30, "the maximum: 1.2 kW spare")
+                # the meter gone: no grid value, the safe state, the charger off
+                bus.run(meter.stop())
+                st = fw.wait_for(lambda s: s["control"]["safe"] is True, 10, "the safe state")
+                fw.wait_for(lambda s: s["control"]["charging"] is False, 20, "off")
+                until(lambda: truth(sim)["charger"]["on"] is False, 15, "the charger off")
+            finally:
+                feeding.set()
+    finally:
+        bus.stop()
+
+
+def port_suffix(port: str) -> str:
+    """The service's name for a port, as service.py makes it."""
+    import dbus_charger
+    import gxboard
+
+    return dbus_charger.service_suffix(gxboard.port_name(port))

@@ -96,11 +96,12 @@ async def run_app(args: argparse.Namespace) -> int:
 
         return grid.DbusGrid(bus, settings, log)
 
-    try:
-        board = GxBoard(port, dbus_grid)
-    except ValueError as err:
-        print(err, flush=True)
-        return 2
+    if not port:  # a fresh install: waiting for the user, not a restart loop under svscan
+        print("no charger port: set uart.port in %s (e.g. /dev/serial/by-id/...), or"
+              " gx.bridge_url for an ESP32 adapter, then: sh restart.sh" % args.config,
+              flush=True)
+        return await run_until_stopped([asyncio.ensure_future(asyncio.Event().wait())])
+    board = GxBoard(port, dbus_grid)
     state = args.state or os.path.join(os.path.dirname(os.path.abspath(args.config)),
                                        "state.json")
     a = app.App(cfg, board, state, args.http_host, args.http_port, args.config)
