@@ -35,8 +35,10 @@ SLOW_FILES_FIRST = (
     "test_flash.py",  # 52
     "test_ota.py",  # 48
     "test_control_regressions.py",  # ~290 in all, each 15-46
-    "test_control_e2e.py",  # 147 in all, the longest 40
-    "test_api.py",  # ~38, one group
+    "test_control_e2e.py",  # ~190 in all (two cases also as the Venus OS service), the longest 40
+    "test_venus_bridge.py",  # ~30, one group
+    "test_venus_service.py",  # ~80 in all, the longest 35
+    "test_api.py",  # ~80, one group per runner (the Unix port, the Venus OS service)
     "test_page_chart.py",  # ~25, one group
     "test_page.py",  # ~30, one group
     "test_firmware_e2e.py",  # 77 in all, the longest 32
