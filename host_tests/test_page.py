@@ -39,8 +39,12 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Background, Firmware]]:
+@pytest.fixture(scope="module", params=[False, True], ids=["unix_port", "venus_os_service"])
+def page(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[Any, Background, Firmware]]:
+    """The page in Chromium, served by the firmware on the Unix port and by the same firmware
+    as the Venus OS service runs it (CPython)."""
     from playwright.sync_api import sync_playwright
 
     executable = chromium_path()
@@ -51,7 +55,8 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Backgr
         host, port = sim.endpoints["venus"].rsplit(":", 1)
         config = {"control": {"mode": "auto"}, "venus": {"host": host, "port": int(port)}}
         fw = Firmware(
-            workdir, sim.endpoints["charger"], config, extra=("--admin-password", PASSWORD)
+            workdir, sim.endpoints["charger"], config, extra=("--admin-password", PASSWORD),
+            gx=request.param,
         )
         with fw, sync_playwright() as pw:
             fw.wait_for(lambda s: s["charger"]["min_a"] is not None, what="the probe")
