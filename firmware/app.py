@@ -140,6 +140,7 @@ class App:
         self.draws_ms = [None] * DRAW_HISTORY
         self.draws_at = 0
         self.failed_set = None  # (setpoint, when) of the last set that did not go through
+        self.handed_back = False  # mode off: the charger was given back to itself
         self.failed_switch = None  # (on, when, wait ms): a failed switch backs off, doubling
         self.control_errors = 0
         self._confirmed = False
@@ -418,7 +419,9 @@ class App:
         differs from what the charger confirmed is sent (again, after a failure with
         back-off). The limit goes first, so switching on never runs above the decision."""
         if self.controller.s["mode"] == "off" and not d.safe:
+            await self._hand_back()
             return
+        self.handed_back = False
         if self.link.generation != self.applied_generation:  # the charger may do otherwise
             self.applied_generation = self.link.generation
             self.failed_switch = None
@@ -427,6 +430,20 @@ class App:
             await self._limit(d.setpoint_a)
         if d.charging is not None and d.charging != self.confirmed_on():
             await self._switch_with_backoff(d.charging)
+
+    async def _hand_back(self):
+        """Mode off leaves the charger to itself, so first give it back as it was before we
+        steered it: on again where we switched it off (0x0200 or the plug; a 0x2015 = 0 "off"
+        ends with the refresh), its volatile limit no longer refreshed. Once per entry."""
+        if self.handed_back or not self._charger_hears() and not self.powered_off:
+            return
+        if self.link.desired_on is False or self.powered_off:
+            if not await self.switch(True):
+                return  # not yet: again at the next step
+            self.switched = True
+        self.link.release()
+        self.handed_back = True
+        self.log("mode off: the charger is left to itself")
 
     def _heard_lately(self):
         age = self.link.frame_age_s()

@@ -653,6 +653,13 @@ class Link:
         self.stored_writes += 1
         self.budget.record(ticks_ms(), spaced)
 
+    def release(self):
+        """Stop steering: nothing wanted, the volatile limit no longer refreshed (the charger
+        goes back to its stored limit, and out of a 0x2015 = 0 "off", within its 60 s)."""
+        self.desired_current = None
+        self.desired_on = None
+        self._volatile_sent_ms = None
+
     async def keep_volatile(self):
         """Refresh the volatile limit well inside the charger's 60 s timeout."""
         s = self.state

@@ -189,7 +189,7 @@ class Controller:
     def step(self, now, sit):
         mode = self.s["mode"]
         if mode == OFF:
-            self.decision = Decision(None, None, "off: the charger is left as it is")
+            self.decision = Decision(None, None, "off: the charger is left to itself")
         elif mode == MANUAL:
             amps = self.s["manual_current_a"]
             if sit.min_a is not None:

@@ -184,3 +184,25 @@ def test_over_a_pty(tmp_path: Path, gx: bool) -> None:
         with Firmware(tmp_path, sim.endpoints["pty"], MANUAL, gx=gx) as fw:
             st = fw.wait_for(lambda s: s["charger"]["volatile_limit_a"] == 7.5, what="the limit")
             assert st["counters"]["frames_bad"] == 0 and st["charger"]["pid"] == "0xA334"
+
+
+@pytest.mark.parametrize("gx", [False, True], ids=["unix_port", "venus_os_service"])
+def test_mode_off_hands_the_charger_back(tmp_path: Path, gx: bool) -> None:
+    """Mode off leaves the charger to itself: one that the firmware had switched off (manual,
+    not charging) is switched on again and no longer steered; it was once held off for good
+    (the volatile 0 refreshed, 0x0200 left at off)."""
+    from test_api import PASSWORD, call
+
+    held = {"control": {"mode": "manual", "manual_current_a": 5.0, "manual_charging": False}}
+    with Background(make_world()) as sim, Firmware(
+        tmp_path, sim.endpoints["charger"], held, extra=("--admin-password", PASSWORD), gx=gx
+    ) as fw:
+        fw.wait_for(lambda s: s["control"]["charging"] is False and s["charger"]["min_a"]
+                    is not None, what="held off")
+        assert sim.call(lambda: sim.world.charger.on) is False
+        assert call(fw, "POST", "/api/mode", {"mode": "off"}, PASSWORD)[0] == 200
+        fw.wait_for(lambda s: s["charger"]["charging"] is True, 15, "charging by itself")
+        assert sim.call(lambda: sim.world.charger.on) is True
+        assert "left to itself" in "\n".join(fw.status()["log"])
+        time.sleep(3)  # and left alone: nothing switches it off again
+        assert sim.call(lambda: sim.world.charger.on) is True

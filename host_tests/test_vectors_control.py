@@ -105,7 +105,7 @@ def run_steps(ctl, steps):
 
 def test_off_and_manual():
     d = control.Controller(settings(mode="off")).step(0, situation())
-    assert (d.setpoint_a, d.charging) == (None, None) and "left as it is" in d.reason
+    assert (d.setpoint_a, d.charging) == (None, None) and "left to itself" in d.reason
     ctl = control.Controller(settings(mode="manual", manual_current_a=20.0))
     d = ctl.step(0, situation())
     assert (d.setpoint_a, d.charging) == (12.0, True)  # clamped to the maximum

@@ -93,9 +93,10 @@ def test_the_charger_on_dbus_follows_switches_and_survives_a_restart(
             real = truth(sim)["charger"]
             now = items(name)
             return (now["/State"] == 3 and abs(now["/Dc/0/Voltage"] - real["voltage_v"]) < 0.2
-                    and abs(now["/Dc/0/Current"] - 6.0) < 0.3)
+                    and abs(now["/Dc/0/Current"] - real["current_a"]) < 0.3)
 
         until(follows, 20, "the values to follow the charger")
+        until(lambda: abs(items(name)["/Dc/0/Current"] - 6.0) < 0.3, 20, "the manual 6 A")
 
         # the GUI's Off: held off through the app (manual, not charging); the charger stops
         assert dbus(name, "/Mode", "SetValue", "variant:int32:4") == 0
@@ -112,6 +113,19 @@ def test_the_charger_on_dbus_follows_switches_and_survives_a_restart(
         assert dbus(name, "/Mode", "SetValue", "variant:int32:1") == 0
         until(lambda: truth(sim)["charger"]["on"] is True, 15, "the charger on")
         until(lambda: items(name)["/Mode"] == 1 and items(name)["/State"] == 3, 15, "bulk")
+
+        # from the app's mode off (the package's sample config): Off holds it off, On goes
+        # back to off, which hands the charger back: charging by itself (once held off here)
+        from test_api import call
+
+        assert call(fw, "POST", "/api/mode", {"mode": "off"}, PASSWORD)[0] == 200
+        until(lambda: items(name)["/Mode"] == 1, 10, "/Mode 1 in mode off")
+        assert dbus(name, "/Mode", "SetValue", "variant:int32:4") == 0
+        until(lambda: truth(sim)["charger"]["on"] is False, 15, "off from mode off")
+        assert dbus(name, "/Mode", "SetValue", "variant:int32:1") == 0
+        assert fw.status()["control"]["mode"] == "off"
+        until(lambda: truth(sim)["charger"]["on"] is True, 15, "handed back: on")
+        until(lambda: items(name)["/State"] == 3, 15, "bulk, by itself")
 
         # a charger restart (a power cut): the name and paths stay, /Connected tells
         sim.call(lambda: apply_fault(sim.world, "charger.power_cut", 8))

@@ -47,11 +47,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def on_mode_of(switch: Any, apply: Callable[[dict], Any]) -> Callable[[int], Any]:
+def on_mode_of(switch: Any, apply: Callable[[dict], Any],
+               current: Callable[[], dict]) -> Callable[[int], Any]:
     """The GUI's /Mode write (1 on, 4 off) as a settings change through `apply`, the app's
-    one way in (dbus_charger.ModeSwitch says which change)."""
+    one way in (dbus_charger.ModeSwitch says which change, from the view `current` gives
+    now: a mode changed a moment ago on the page is what On goes back to)."""
 
     async def on_mode(value: int) -> str | None:
+        switch.seen(current())
         result = apply(switch.change(value == 1))
         if asyncio.iscoroutine(result):
             result = await result
@@ -112,7 +115,8 @@ async def run_app(args: argparse.Namespace) -> int:
         import dbus_charger
 
         switch = dbus_charger.ModeSwitch()
-        on_mode = on_mode_of(switch, lambda change: "; ".join(a.set_mode(change)) or None)
+        on_mode = on_mode_of(switch, lambda change: "; ".join(a.set_mode(change)) or None,
+                             lambda: dbus_charger.view_from_status(a.status()))
         service = dbus_charger.ChargerService(
             bus,
             dbus_charger.service_suffix(port_name(port)),
