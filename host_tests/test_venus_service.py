@@ -336,3 +336,58 @@ def port_suffix(port: str) -> str:
     import gxboard
 
     return dbus_charger.service_suffix(gxboard.port_name(port))
+
+
+def test_a_taken_name_waits_without_touching_the_port(
+    tmp_path: Path, dbus_daemon: DbusDaemon
+) -> None:
+    """The name is already on the bus (Venus's own driver on this port, or a second copy of
+    us): the service waits with back-off and leaves the serial port alone, then takes over
+    when the name is free. It never crash-loops, and never makes two owners of the line."""
+    bus = BusThread()
+    try:
+        with Background(make_world(), pty=True) as sim:
+            name = "com.victronenergy.charger.pts_" + Path(sim.endpoints["pty"]).name
+            holder = bus.run(StandIn(name, {"/Connected": 1}).start())
+            config = tmp_path / "config.json"
+            config.write_text(json.dumps(dict(MANUAL, uart={"port": sim.endpoints["pty"]})))
+            port = free_port()
+            log_path = tmp_path / "service.log"
+            with open(log_path, "w") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, str(ROOT / "venus_os" / "service.py"), "--config",
+                     str(config), "--http-host", "127.0.0.1", "--http-port", str(port)],
+                    stdout=log, stderr=subprocess.STDOUT,
+                    env=dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=dbus_daemon.address))
+            try:
+                until(lambda: "trying again" in log_path.read_text(), 15, "the wait")
+                time.sleep(2)
+                assert proc.poll() is None  # waiting, not exited
+                assert sim.call(lambda: sim.world.charger.counters.requests) == 0  # not asked a thing
+                bus.run(holder.stop())
+                got = until(lambda: items(name).get("/Serial") and items(name), 40, "taken over")
+                assert got["/ProductId"] == 0xA334
+            finally:
+                proc.terminate()
+                proc.wait(10)
+    finally:
+        bus.stop()
+
+
+def test_a_broken_config_waits_and_says_why(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text('{"uart": {"port": "/dev/ttyUSB0",}')  # a stray comma, as vi leaves it
+    log_path = tmp_path / "service.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "venus_os" / "service.py"), "--config", str(config),
+             "--no-dbus"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        until(lambda: "cannot be used" in log_path.read_text(), 15, "the reason")
+        assert "not valid JSON" in log_path.read_text()
+        time.sleep(1)
+        assert proc.poll() is None  # waits for the user: no restart loop under svscan
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert proc.returncode == 0

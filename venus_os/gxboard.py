@@ -69,19 +69,41 @@ class SerialPort:
 
     def close(self) -> None:
         self._stop.set()
-        try:
-            self.ser.close()
-        except Exception:
-            pass
+        # rfc2217's close sleeps and joins its own thread (seconds): never in the loop
+        threading.Thread(target=_close_quietly, args=(self.ser,), daemon=True).start()
+
+
+def _close_quietly(ser: Any) -> None:
+    try:
+        ser.close()
+    except Exception:
+        pass
 
 
 def open_serial(port: str) -> Any:
     import serial  # pyserial: Venus ships it (python3-pyserial), the package carries a copy
 
-    return serial.serial_for_url(
+    ser = serial.serial_for_url(
         port, baudrate=BAUD, bytesize=8, parity="N", stopbits=1,
         timeout=READ_TIMEOUT_S, write_timeout=1.0,
+        exclusive=True,  # a tty someone else holds (Venus's own driver) is refused, not shared
     )  # fmt: skip
+    keep_alive(getattr(ser, "_socket", None))
+    return ser
+
+
+def keep_alive(sock: Any) -> None:
+    """A serial server that loses power leaves a half-open TCP connection that reads nothing
+    and never fails: keepalive probes turn it into an error within ~25 s, and the link opens
+    the port again."""
+    if sock is None:
+        return
+    import socket
+
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 class ThreadWatchdog:

@@ -30,6 +30,9 @@ import signal  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 PUBLISH_POLL_S = 0.1  # how soon a new text block reaches D-Bus (the charger sends one a second)
+PORT_SCHEMES = ("socket://", "rfc2217://")  # besides device paths: a serial server
+VENUS_DIR = "/opt/victronenergy"  # on a GX: wait for localsettings at boot
+SETTINGS_WAIT_S = 60.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -43,6 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--http-host", default="0.0.0.0")
     ap.add_argument("--http-port", type=int, help="the status page's port, instead of http.port")
     ap.add_argument("--admin-password", help="first start: set the admin password (hashed)")
+    ap.add_argument("--set-admin-password", metavar="PASSWORD",
+                    help="store a new admin password (hashed) in the config and exit")
     ap.add_argument("--no-dbus", action="store_true", help="no D-Bus (as gx.dbus false)")
     return ap.parse_args(argv)
 
@@ -99,10 +104,16 @@ async def run_app(args: argparse.Namespace) -> int:
 
         return grid.DbusGrid(bus, settings, log)
 
-    if not port:  # a fresh install: waiting for the user, not a restart loop under svscan
-        print("no charger port: set uart.port in %s (e.g. /dev/serial/by-id/...), or"
-              " gx.bridge_url for an ESP32 adapter, then: sh restart.sh" % args.config,
-              flush=True)
+    problem = None
+    if not port:
+        problem = ("no charger port: set uart.port in %s (e.g. /dev/serial/by-id/...), or"
+                   " gx.bridge_url for an ESP32 adapter" % args.config)
+    elif not port.startswith("/") and not port.startswith(PORT_SCHEMES):
+        problem = "uart.port %r: a device path, or one of %s" % (port, ", ".join(PORT_SCHEMES))
+    if cfg.safe_mode and not cfg["uart"]["port"]:
+        problem = "config.json cannot be used (%s)" % "; ".join(cfg.errors)
+    if problem:  # waiting for the user, not a restart loop under svscan
+        print(problem + "; then: sh restart.sh", flush=True)
         return await run_until_stopped([asyncio.ensure_future(asyncio.Event().wait())])
     board = GxBoard(port, dbus_grid)
     state = args.state or os.path.join(os.path.dirname(os.path.abspath(args.config)),
@@ -110,7 +121,7 @@ async def run_app(args: argparse.Namespace) -> int:
     a = app.App(cfg, board, state, args.http_host, args.http_port, args.config)
     for line in logs:
         a.log(line)
-    tasks = [asyncio.ensure_future(a.run())]
+    tasks = []
     if bus is not None:
         import dbus_charger
 
@@ -126,10 +137,39 @@ async def run_app(args: argparse.Namespace) -> int:
             on_mode,
             device_instance=cfg["gx"]["device_instance"],
             log=a.log,
+            settings_wait_s=SETTINGS_WAIT_S if os.path.isdir(VENUS_DIR) else 0.0,
         )
-        await service.start()
-        tasks.append(asyncio.ensure_future(publish_app(a, service, switch)))
+        # the name first, the serial port after: a name that is taken (Venus's own driver
+        # on this port, or a second copy of us) must not leave two owners on the line
+        await claim(service, a.log)
+        tasks += [asyncio.ensure_future(publish_app(a, service, switch)),
+                  asyncio.ensure_future(exit_when_lost(bus))]
+    tasks.append(asyncio.ensure_future(a.run()))
     return await run_until_stopped(tasks)  # App.run() saves its counters as it ends
+
+
+async def claim(service: Any, log: Callable[[str], None]) -> None:
+    """service.start(), again and again while its name is taken (with back-off, up to a
+    minute): the service waits, it does not crash-loop under svscan."""
+    import dbus_charger
+
+    wait = 5.0
+    while True:
+        try:
+            await service.start()
+            return
+        except dbus_charger.NameTaken as err:
+            log("%s; trying again in %.0f s" % (err, wait))
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 60.0)
+
+
+async def exit_when_lost(bus: Any) -> None:
+    """A lost system bus would leave the charger gone from the GUI until a restart: end, and
+    daemontools starts the service again."""
+    await bus.wait_for_disconnect()
+    print("D-Bus connection lost: exiting for a restart", flush=True)
+    raise SystemExit(1)
 
 
 async def publish_app(a: Any, service: Any, switch: Any) -> None:
@@ -146,9 +186,12 @@ async def publish_app(a: Any, service: Any, switch: Any) -> None:
         if key == seen:
             continue
         seen = key
-        view = dbus_charger.view_from_status(a.status())
-        switch.seen(view)
-        service.publish(view)
+        try:
+            view = dbus_charger.view_from_status(a.status())
+            switch.seen(view)
+            service.publish(view)
+        except Exception as err:  # one bad round must not end the service
+            a.log("D-Bus: publish failed: %s: %s" % (type(err).__name__, err))
 
 
 async def run_bridge(args: argparse.Namespace) -> int:
@@ -159,16 +202,17 @@ async def run_bridge(args: argparse.Namespace) -> int:
     import start
 
     cfg = start.load_config(args.config)
-    if cfg.safe_mode:
-        print("config invalid: " + "; ".join(cfg.errors), flush=True)
-        return 2
     gx = cfg["gx"]
-    if not gx["bridge_url"] and gx["bridge_via"] == "http":
-        print("--bridge needs gx.bridge_url (the adapter, http://<ip>)", flush=True)
-        return 2
-    if gx["bridge_via"] == "mqtt" and not (cfg["mqtt"]["host"] and gx["bridge_topic"]):
-        print("--bridge via mqtt needs mqtt.host and gx.bridge_topic", flush=True)
-        return 2
+    problem = None
+    if cfg.safe_mode:
+        problem = "config.json cannot be used (%s)" % "; ".join(cfg.errors)
+    elif not gx["bridge_url"] and gx["bridge_via"] == "http":
+        problem = "the bridge needs gx.bridge_url (the adapter, http://<ip>)"
+    elif gx["bridge_via"] == "mqtt" and not (cfg["mqtt"]["host"] and gx["bridge_topic"]):
+        problem = "the bridge via mqtt needs mqtt.host and gx.bridge_topic"
+    if problem:  # waiting for the user, not a restart loop under svscan
+        print(problem + "; then: sh restart.sh", flush=True)
+        return await run_until_stopped([asyncio.ensure_future(asyncio.Event().wait())])
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -190,12 +234,13 @@ async def run_bridge(args: argparse.Namespace) -> int:
         app.VERSION,
         on_mode,
         device_instance=gx["device_instance"],
+        settings_wait_s=SETTINGS_WAIT_S if os.path.isdir(VENUS_DIR) else 0.0,
         log=log,
     )
-    await service.start()
+    await claim(service, log)
     log("bridge: following %s over %s" % (where, gx["bridge_via"]))
-
-    return await run_until_stopped([asyncio.ensure_future(follower.run(service.publish))])
+    return await run_until_stopped([asyncio.ensure_future(follower.run(service.publish)),
+                                    asyncio.ensure_future(exit_when_lost(bus))])
 
 
 async def run_until_stopped(tasks: list) -> int:
@@ -211,8 +256,28 @@ async def run_until_stopped(tasks: list) -> int:
     return 0
 
 
+def set_admin_password(path: str, password: str) -> int:
+    """The page's changes need the admin password; on the GX nobody ran flash.py to set one."""
+    import auth
+    import config as configuration
+
+    values, errors, _ = configuration.load(path)
+    if errors:
+        print("%s cannot be used (%s): not changed" % (path, "; ".join(errors)), flush=True)
+        return 2
+    if len(password) < 4:
+        print("the password is too short (4 characters at least)", flush=True)
+        return 2
+    values["admin"]["password_hash"] = auth.make_hash(password)
+    configuration.save(path, values)
+    print("admin password set in %s (restart the service: sh restart.sh)" % path, flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.set_admin_password is not None:
+        return set_admin_password(args.config, args.set_admin_password)
     runner = run_bridge if args.bridge else run_app
     return asyncio.run(runner(args))
 
