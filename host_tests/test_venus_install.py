@@ -29,8 +29,9 @@ pytestmark = pytest.mark.xdist_group("test_venus_install")
 
 NAME = "bluesmart-charger"
 GX_DIR = "/data/etc/" + NAME
-RC_LINE = "sh %s/install.sh" % GX_DIR
-RULES = "etc/udev/rules.d/zz-%s.rules" % NAME
+RC_LINE = "sh %s/install.sh --boot" % GX_DIR
+RULES_DIR_REL = "etc/udev/rules.d"
+RULES = RULES_DIR_REL + "/zz-%s.rules" % NAME
 RULE = ('ACTION=="add", ENV{ID_BUS}=="usb", ENV{ID_VENDOR_ID}=="0403", '
         'ENV{ID_MODEL_ID}=="6001", ENV{ID_SERIAL_SHORT}=="A10K1234", ENV{VE_SERVICE}="ignore"')
 BY_ID = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10K1234-if00-port0"
@@ -84,7 +85,8 @@ FAKES = {
                'ID_MODEL_ID=6001\\nID_SERIAL_SHORT=A10K1234\\nSUBSYSTEM=tty\\n" ;;\n'
                '    *--name=/dev/ttyUSB2*)\n'  # a CH340: no serial number
                '      printf "DEVNAME=/dev/ttyUSB2\\nID_BUS=usb\\nID_VENDOR_ID=1a86\\n'
-               'ID_MODEL_ID=7523\\nSUBSYSTEM=tty\\n" ;;\n'
+               'ID_MODEL_ID=7523\\nID_PATH=platform-ci_hdrc.1-usb-0:1.2:1.0\\n'
+               'SUBSYSTEM=tty\\n" ;;\n'
                '    *--name=/dev/ttyS4*)\n'  # a built-in port
                '      printf "DEVNAME=/dev/ttyS4\\nSUBSYSTEM=tty\\n" ;;\n'
                '    *) echo "device node not found" >&2; exit 4 ;;\n'
@@ -387,10 +389,12 @@ def test_fresh_install_without_config(gx: Gx) -> None:
 def test_install_adapter_without_serial_number_and_builtin_port(gx: Gx) -> None:
     gx.config("/dev/ttyUSB2")
     out = gx.sh("install.sh")
+    # never every CH340 (a BMS's RS485 adapter is often one): the USB socket it is in
     assert (gx.root / RULES).read_text().splitlines()[-1] == (
         'ACTION=="add", ENV{ID_BUS}=="usb", ENV{ID_VENDOR_ID}=="1a86", '
-        'ENV{ID_MODEL_ID}=="7523", ENV{VE_SERVICE}="ignore"')
-    assert "no serial number" in out.stdout
+        'ENV{ID_MODEL_ID}=="7523", ENV{ID_PATH}=="platform-ci_hdrc.1-usb-0:1.2:1.0", '
+        'ENV{VE_SERVICE}="ignore"')
+    assert "no serial number" in out.stdout and "USB socket" in out.stdout
     assert ("udevadm trigger --action=add --subsystem-match=tty --sysname-match=ttyUSB2"
             in gx.log())
     gx.config("/dev/ttyS4")  # not USB: no rule (run's stop-tty.sh covers it)
@@ -780,3 +784,33 @@ def test_migrate_install_uninstall_on_busybox(tmp_path: Path, package: Path) -> 
         rel(GX_DIR) + "/original"] + [rel(GX_DIR) + "/original/" + f for f in (
             NAME + ".py", "config.ini", "config.sample.ini")]
     assert rc.read_text() == "#!/bin/bash\n\n"
+
+
+def test_at_boot_a_read_only_root_is_left_alone(gx: Gx) -> None:
+    """rc.local runs install.sh --boot after every firmware update, when the rule is gone and
+    the root is read-only: remount-rw.sh would leave the root writable for good, unasked.
+    At boot the rule waits for install.sh run by hand (which may remount)."""
+    gx.config("/dev/ttyUSB0")
+    rules_dir = gx.root / RULES_DIR_REL
+    rules_dir.rmdir()  # as unwritable as it gets for root: not there
+    out = gx.sh("install.sh", "--boot")
+    assert "waits for install.sh run by hand" in out.stdout
+    assert not any(c.startswith("remount-rw.sh") for c in gx.log())
+    assert not (gx.root / RULES).exists()
+    rules_dir.mkdir()
+    out = gx.sh("install.sh")
+    assert (gx.root / RULES).read_text().splitlines()[-1] == RULE
+
+
+def test_rc_local_ending_in_exit_gets_the_line_before_it(gx: Gx) -> None:
+    rc = gx.root / "data/rc.local"
+    rc.write_text("#!/bin/sh\n/data/other-thing.sh\n# old\nsh %s/install.sh\nexit 0\n\n" % GX_DIR)
+    rc.chmod(0o755)
+    gx.config("/dev/ttyUSB0")
+    gx.sh("install.sh")
+    lines = rc.read_text().splitlines()
+    assert lines[-2:] == [RC_LINE, "exit 0"] or lines[-3:] == [RC_LINE, "exit 0", ""]
+    assert lines.count(RC_LINE) == 1 and "sh %s/install.sh" % GX_DIR not in lines  # the old one
+    assert "/data/other-thing.sh" in lines
+    gx.sh("install.sh")
+    assert rc.read_text().splitlines().count(RC_LINE) == 1

@@ -27,7 +27,9 @@ DIR=$ROOT$GX_DIR
 SVC_DIR=$DIR/service
 LINK=$ROOT/service/$NAME
 RC=$ROOT/data/rc.local
-RC_LINE="sh $GX_DIR/install.sh"
+RC_LINE="sh $GX_DIR/install.sh --boot"
+BOOT=no # --boot: run by /data/rc.local, nobody watching: never remount the root filesystem
+[ "${1:-}" = --boot ] && BOOT=yes
 ORIGINAL_RC_LINE="bash $GX_DIR/install.sh" # what the original's install.sh added
 LOG_DIR=$ROOT/data/log/$NAME
 RULES_DIR=$ROOT/etc/udev/rules.d
@@ -180,23 +182,38 @@ fi
 if grep -qxF "$RC_LINE" "$RC"; then
     say "/data/rc.local already re-installs at boot"
 else
-    [ -n "$(tail -c 1 "$RC")" ] && echo >> "$RC"
-    echo "$RC_LINE" >> "$RC"
+    # an rc.local that ends with "exit ..." would never reach a line after it: ours goes
+    # before that exit (and an earlier version's line without --boot goes)
+    awk -v line="$RC_LINE" -v old="sh $GX_DIR/install.sh" '
+        $0 == old { next }
+        { lines[++n] = $0 }
+        END {
+            last = n
+            while (last > 0 && lines[last] ~ /^[ \t]*$/) last--
+            at = (last > 0 && lines[last] ~ /^[ \t]*exit([ \t]|$)/) ? last : n + 1
+            for (i = 1; i <= n; i++) { if (i == at) print line; print lines[i] }
+            if (at == n + 1) print line
+        }' "$RC" > "$RC.$NAME.tmp" && cat "$RC.$NAME.tmp" > "$RC" && rm -f "$RC.$NAME.tmp"
     say "added \"$RC_LINE\" to /data/rc.local (re-installs at every boot)"
 fi
 
 # --- 5. keep serial-starter off our USB serial adapter -----------------------------------
 make_writable() {
     # the rootfs is read-only on a GX: remount-rw.sh (it also keeps it rw, until the next
-    # firmware update)
+    # firmware update): only when someone runs install.sh, never from rc.local at boot
     if [ ! -w "$RULES_DIR" ] && [ -x "$REMOUNT_RW" ]; then
+        if [ "$BOOT" = yes ]; then
+            say "the root filesystem is read-only: the udev rule waits for install.sh run by" \
+                "hand (the service's run script stops serial-starter on the port meanwhile)"
+            return 1
+        fi
         "$REMOUNT_RW"
         say "made the root filesystem writable (remount-rw.sh)"
     fi
 }
 drop_rule() {
     if [ -e "$RULES" ]; then
-        make_writable
+        make_writable || return 0
         rm -f "$RULES"
         udevadm control --reload-rules
         say "removed $1 udev rule /etc/udev/rules.d/${RULES##*/}"
@@ -214,6 +231,7 @@ case "$port" in
             vendor=$(prop ID_VENDOR_ID)
             model=$(prop ID_MODEL_ID)
             serial=$(prop ID_SERIAL_SHORT)
+            idpath=$(prop ID_PATH)
             devname=$(prop DEVNAME)
             tty=${devname##*/}
             case "$vendor$model" in *[!0-9a-fA-F]*) vendor="" ;; esac
@@ -223,19 +241,27 @@ case "$port" in
             esac
             if [ "$bus" = usb ] && [ ${#vendor} = 4 ] && [ ${#model} = 4 ]; then
                 rule="ACTION==\"add\", ENV{ID_BUS}==\"usb\", ENV{ID_VENDOR_ID}==\"$vendor\", ENV{ID_MODEL_ID}==\"$model\""
+                case "$idpath" in *[!A-Za-z0-9._:-]*) idpath="" ;; esac
                 if [ -n "$serial" ]; then
                     rule="$rule, ENV{ID_SERIAL_SHORT}==\"$serial\""
+                elif [ -n "$idpath" ]; then
+                    # a CH340 has no serial number: the socket it is plugged into, never
+                    # every adapter of its kind (a BMS's RS485 adapter is often one too)
+                    rule="$rule, ENV{ID_PATH}==\"$idpath\""
+                    say "the adapter has no serial number: the rule keeps serial-starter off the USB socket it is in ($idpath); keep it in that socket"
                 else
-                    say "the adapter has no serial number: the rule keeps serial-starter off every $vendor:$model adapter"
+                    rule=""
+                    say "WARNING: the adapter has no serial number and no USB path: no udev rule (it would catch every $vendor:$model adapter); the service's run script stops serial-starter on it at every start"
                 fi
-                rule="$rule, ENV{VE_SERVICE}=\"ignore\""
+                [ -n "$rule" ] && rule="$rule, ENV{VE_SERVICE}=\"ignore\""
                 text="# $NAME: serial-starter (Venus's VE.Direct driver) keeps off the charger's adapter ($port).
 # Written by $GX_DIR/install.sh (again at boot, from /data/rc.local); removed by uninstall.sh.
 $rule"
-                if [ -f "$RULES" ] && [ "$(cat "$RULES")" = "$text" ]; then
+                if [ -z "$rule" ]; then
+                    drop_rule "the stale"
+                elif [ -f "$RULES" ] && [ "$(cat "$RULES")" = "$text" ]; then
                     say "udev rule /etc/udev/rules.d/${RULES##*/} is in place"
-                else
-                    make_writable
+                elif make_writable; then
                     if ! { printf '%s\n' "$text" > "$RULES.tmp" && mv -f "$RULES.tmp" "$RULES"; }; then
                         fail "cannot write /etc/udev/rules.d/${RULES##*/}"
                     fi

@@ -15,7 +15,8 @@ DIR=$ROOT$GX_DIR
 SVC_DIR=$DIR/service
 LINK=$ROOT/service/$NAME
 RC=$ROOT/data/rc.local
-RC_LINE="sh $GX_DIR/install.sh"
+RC_LINE="sh $GX_DIR/install.sh --boot"
+OLD_RC_LINE="sh $GX_DIR/install.sh" # an earlier version's
 LOG_DIR=$ROOT/data/log/$NAME
 RULES_DIR=$ROOT/etc/udev/rules.d
 RULES=$RULES_DIR/zz-$NAME.rules
@@ -44,8 +45,8 @@ if [ -d "$SVC_DIR" ]; then
 fi
 
 # the line in /data/rc.local; the file too if install made it and nothing else is left in it
-if [ -f "$RC" ] && grep -qxF "$RC_LINE" "$RC"; then
-    grep -vxF "$RC_LINE" "$RC" > "$RC.$NAME.tmp"
+if [ -f "$RC" ] && grep -qxF -e "$RC_LINE" -e "$OLD_RC_LINE" "$RC"; then
+    grep -vxF -e "$RC_LINE" -e "$OLD_RC_LINE" "$RC" > "$RC.$NAME.tmp"
     cat "$RC.$NAME.tmp" > "$RC" # in place: the file keeps its mode
     rm -f "$RC.$NAME.tmp"
     say "removed \"$RC_LINE\" from /data/rc.local"
