@@ -318,8 +318,7 @@ class App:
         if not s.probed:  # half-way through a probe: not known yet, nothing to decide on
             sit.min_a = sit.max_a = None
         sit.charging = self.confirmed_on()
-        zero_is_off = s.volatile and s.volatile_off is not False and not s.device_mode
-        sit.can_switch_off = bool(zero_is_off or s.device_mode or self.plug_ready())
+        sit.can_switch_off = self.can_switch_off()
         sit.switch_is_stored = bool(s.device_mode) and not self.powered_off
         sit.stored_only = s.volatile is False
         now = ticks_ms()
@@ -444,6 +443,12 @@ class App:
         self.link.release()
         self.handed_back = True
         self.log("mode off: the charger is left to itself")
+
+    def can_switch_off(self):
+        """By 0x0200, by 0x2015 = 0 where that is off, or by the plug."""
+        s = self.link.state
+        zero_is_off = s.volatile and s.volatile_off is not False and not s.device_mode
+        return bool(zero_is_off or s.device_mode or self.plug_ready())
 
     def _heard_lately(self):
         age = self.link.frame_age_s()
@@ -778,6 +783,7 @@ class App:
         return {
             "mode": c.s["mode"],
             "manual_charging": c.s["manual_charging"],  # manual + false: held off (GX /Mode 4)
+            "can_switch_off": self.can_switch_off() if self.link.state.probed else None,
             "setpoint_a": c.setpoint_a if c.s["mode"] == "auto" else d.setpoint_a,
             # what the charger confirmed; not known once it misses a text block (it may be off)
             "charging": self.confirmed_on() if self.powered_off or self._heard_lately()

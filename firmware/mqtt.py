@@ -39,7 +39,7 @@ QUIET = ("grid_age_s", "uptime_s", "free_heap_b", "frames_ok", "frames_bad")
 # for the Venus OS bridge (venus_os/bridge.py: the charger on the GX's D-Bus): in the JSON
 # state only, never on their own topics, no entities
 STATE_ONLY = ("state_code", "error_code", "temperature_c", "pid", "model", "firmware", "serial",
-              "manual_charging")
+              "manual_charging", "can_switch_off")
 
 
 def _shown(value):
@@ -278,6 +278,7 @@ class Mqtt:
             "firmware": ch["firmware"],
             "serial": ch["serial"],
             "manual_charging": ctl["manual_charging"],
+            "can_switch_off": ctl["can_switch_off"],
         }
 
     def publish_state(self, full=False):

@@ -76,7 +76,7 @@ def test_view_from_status_reads_the_charger_and_control_sections() -> None:
         "connected": True, "product_id": 0xA334, "product_name": "Blue Smart IP22 24/12 (1)",
         "firmware": "0342FF", "serial": "HQ2230XY6XR", "voltage_v": 25.79, "current_a": 7.38,
         "temperature_c": None, "state_code": 3, "error_code": 0, "mode": "auto",
-        "switched_off": False, "charging": True, "limit_a": 7.5,
+        "switched_off": False, "charging": True, "can_switch_off": None, "limit_a": 7.5,
     }
     held = {"control": {"mode": "manual", "manual_charging": False}}
     assert view_from_status(held)["switched_off"] is True

@@ -391,3 +391,29 @@ def test_a_broken_config_waits_and_says_why(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(10)
     assert proc.returncode == 0
+
+
+def test_off_is_refused_where_the_charger_cannot_be_switched_off(
+    tmp_path: Path, dbus_daemon: DbusDaemon
+) -> None:
+    """No 0x0200, 0x2015 = 0 not off (clamped to the minimum), no plug: the GUI's Off would
+    leave the charger charging under a switch showing Off. Once the app knows, /Mode shows On
+    and Off is refused (SetValue 2) with the reason."""
+    env = {"DBUS_SYSTEM_BUS_ADDRESS": dbus_daemon.address}
+    world = make_world(device_mode="absent", volatile_zero="clamp")
+    with Background(world, pty=True) as sim, Firmware(
+        tmp_path, sim.endpoints["pty"], MANUAL, gx=True, env=env
+    ) as fw:
+        name = "com.victronenergy.charger.pts_" + Path(sim.endpoints["pty"]).name
+        until(lambda: items(name).get("/State") == 3, 20, "charging")
+        # whether 0x2015 = 0 is off is asked once, at the first Off: here it is not
+        assert dbus(name, "/Mode", "SetValue", "variant:int32:4") == 0
+        fw.wait_for(lambda s: s["control"]["can_switch_off"] is False, 15, "learned")
+        until(lambda: items(name)["/Mode"] == 1, 10, "/Mode back to On: it charges on")
+        assert truth(sim)["charger"]["on"] is True and items(name)["/State"] == 3
+        # from now on Off is refused with the reason, and nothing changes
+        mode = fw.status()["control"]["manual_charging"]
+        assert dbus(name, "/Mode", "SetValue", "variant:int32:4") == 2
+        assert "cannot be switched off" in fw.read_log()
+        assert fw.status()["control"]["manual_charging"] == mode
+        assert items(name)["/Mode"] == 1 and truth(sim)["charger"]["on"] is True

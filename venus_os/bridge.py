@@ -62,6 +62,7 @@ STATUS_TYPES = (
     ("control", "mode", "mode"),
     ("control", "charging", "bool"),
     ("control", "manual_charging", "bool"),
+    ("control", "can_switch_off", "bool"),
 )
 
 
@@ -143,7 +144,8 @@ def status_from_state(state: Any) -> Dict[str, Any]:
         "limit_a": state.get("limit_a"),
     }
     control = {"mode": state.get("mode"), "charging": _flag(state.get("charging")),
-               "manual_charging": _flag(state.get("manual_charging"))}
+               "manual_charging": _flag(state.get("manual_charging")),
+               "can_switch_off": _flag(state.get("can_switch_off"))}
     return {"charger": charger, "control": control}
 
 
@@ -291,6 +293,11 @@ class AdapterFollower:
         on the mode before, charging). None when the adapter took it, else why not."""
         if self.view:
             self.switch.seen(self.view)
+            why = self.switch.refused(self.view, on)
+            if why:
+                self.counters["commands_refused"] += 1
+                self.last_refused = why
+                return why
         change = self.switch.change(on)
         what = "on (%s)" % change["mode"] if on else "off"
         try:

@@ -77,6 +77,8 @@ def view_from_status(status: dict) -> View:
         "switched_off": (k.get("mode") == "manual" and k.get("manual_charging") is False)
         if k.get("mode") in ("auto", "manual", "off") else None,
         "charging": charging if isinstance(charging, bool) else None,
+        "can_switch_off": k.get("can_switch_off") if isinstance(k.get("can_switch_off"), bool)
+        else None,
         "limit_a": _float(c.get("limit_a")),
     }
 
@@ -167,7 +169,10 @@ def charger_paths(
         "/ErrorCode": measured("error_code"),
         # the app's switch, known while the charger is away too: 4 held off (manual, not
         # charging), 1 on (auto, manual charging, or off: left to charge by itself)
-        "/Mode": None if mode is None else (MODE_OFF if v.get("switched_off") else MODE_ON),
+        # (and never Off for a charger the app found it cannot switch off: it charges on)
+        "/Mode": None if mode is None else (
+            MODE_OFF if v.get("switched_off") and v.get("can_switch_off") is not False
+            else MODE_ON),
     }
 
 
@@ -184,6 +189,15 @@ class ModeSwitch:
         """Remember the mode the GUI's On goes back to (any but the GUI's own Off)."""
         if view.get("mode") in ("auto", "manual", "off") and view.get("switched_off") is False:
             self.last_on = view["mode"]
+
+    @staticmethod
+    def refused(view: View, on: bool) -> str | None:
+        """Why the GUI's Off cannot be done (the charger would go on charging while /Mode
+        read Off), or None."""
+        if not on and view.get("can_switch_off") is False:
+            return ("this charger cannot be switched off (no 0x0200, 0x2015 = 0 is not off "
+                    "on it, no plug configured)")
+        return None
 
     def change(self, on: bool) -> dict:
         if on:

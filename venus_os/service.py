@@ -59,7 +59,11 @@ def on_mode_of(switch: Any, apply: Callable[[dict], Any],
     now: a mode changed a moment ago on the page is what On goes back to)."""
 
     async def on_mode(value: int) -> str | None:
-        switch.seen(current())
+        view = current()
+        switch.seen(view)
+        why = switch.refused(view, value == 1)
+        if why:
+            return why
         result = apply(switch.change(value == 1))
         if asyncio.iscoroutine(result):
             result = await result
