@@ -306,15 +306,23 @@ def test_device_instance_from_localsettings(dbus_daemon: Any) -> None:
         service = h.service(await connect())
         await service.start()
         assert service.device_instance == 1 and service.instance_source == "localsettings"
-        assert settings.calls == [("Devices", UID + "/ClassAndVrmInstance", "s", "charger:0",
-                                   "s", 0, 0)]
+        assert settings.calls == [
+            ("Devices", UID + "/ClassAndVrmInstance", "s", "charger:0", "s", 0, 0),
+            ("Devices", UID + "/CustomName", "s", "", "s", 0, 0)]
         assert await dbus_send("--dest=" + NAME, "/DeviceInstance", BUSITEM + ".GetValue") == 1
         assert settings.values["/Settings/Devices/%s/ClassAndVrmInstance" % UID] == "charger:1"
+        # a name given in the GUI is kept in localsettings, as Victron's drivers keep it
+        assert await dbus_send("--dest=" + NAME, "/CustomName", BUSITEM + ".SetValue",
+                               "variant:string:Garage charger") == 0
+        await until(lambda: settings.values.get("/Settings/Devices/%s/CustomName" % UID)
+                    == "Garage charger", what="the name stored")
         await service.stop()
         # started again (the service restarted): the instance it was given is kept
         again = h.service(await connect(), instance=0)
         await again.start()
         assert again.device_instance == 1
+        assert await dbus_send("--dest=" + NAME, "/CustomName", BUSITEM + ".GetValue") == (
+            "Garage charger")  # and its name
         # changed in the GUI: the service registers again with the new one
         path = "/Settings/Devices/%s/ClassAndVrmInstance" % UID
         settings.written(path, dbus_charger.wrap("charger:7"))

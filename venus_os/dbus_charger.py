@@ -444,6 +444,8 @@ class ChargerService:
         self.name = "com.victronenergy.charger." + service_suffix(suffix)
         self.unique_id = unique_id
         self.settings_path = "/Settings/Devices/%s/ClassAndVrmInstance" % settings_id(unique_id)
+        # the GUI's name for the device, kept where Victron's drivers keep it
+        self.name_path = "/Settings/Devices/%s/CustomName" % settings_id(unique_id)
         self.on_mode = on_mode
         self.on_custom_name = on_custom_name
         self.log = log
@@ -471,6 +473,8 @@ class ChargerService:
         """The VRM instance from localsettings, every path, then the name. NameTaken if it is
         owned already (a second instance)."""
         self.device_instance = await self._vrm_instance()
+        if self.instance_source == "localsettings":
+            await self._stored_custom_name()
         self.values = self._paths()
         self._export()
         await self._claim()
@@ -560,6 +564,29 @@ class ChargerService:
             return asked
         self.instance_source = "localsettings"
         return instance
+
+    async def _stored_custom_name(self) -> None:
+        """/CustomName as localsettings keeps it (added empty the first time)."""
+        group, name = self.name_path[len("/Settings/"):].split("/", 1)
+        try:
+            await call(self.bus, SETTINGS, "/Settings", SETTINGS_IFACE, "AddSetting", "ssvsvv",
+                       [group, name, Variant("s", ""), "s", Variant("i", 0), Variant("i", 0)])
+            got = (await call(self.bus, SETTINGS, self.name_path, BUSITEM, "GetValue"))[0]
+        except (DBusError, asyncio.TimeoutError) as err:
+            self.log("D-Bus: the custom name is not kept: %s" % _why(err))
+            return
+        value = got.value if isinstance(got, Variant) else got
+        if isinstance(value, str) and value:
+            self.custom_name = value[:CUSTOM_NAME_MAX]
+
+    async def _store_custom_name(self, name: str) -> None:
+        if self.instance_source != "localsettings":
+            return
+        try:
+            await call(self.bus, SETTINGS, self.name_path, BUSITEM, "SetValue", "v",
+                       [Variant("s", name)])
+        except (DBusError, asyncio.TimeoutError) as err:
+            self.log("D-Bus: the custom name is not kept: %s" % _why(err))
 
     async def _settings_present(self) -> bool:
         loop = asyncio.get_running_loop()
@@ -712,6 +739,7 @@ class ChargerService:
                 return 2
         self.custom_name = name
         self._update(self._paths())
+        await self._store_custom_name(name)
         return 0
 
 
