@@ -6,7 +6,8 @@ with --no-dbus, so the D-Bus side's cost and the link's frame rate with it on ar
 the same machine at the same time:
 
   - CPU (utime + stime from /proc, % of one core) and resident memory of each service,
-  - the charger link's frames per second (its /api/status counters),
+  - the charger link's frames per second (its /api/status counters), and how fast the loop
+    answers /api/status meanwhile (a stalled loop would still count its frames, late),
   - D-Bus: ItemsChanged signals per second and paths per signal, as `dbus-monitor` sees them
     (what the GUI and systemcalc receive).
 
@@ -149,12 +150,24 @@ def run(seconds: float) -> dict[str, Any]:
             time.sleep(5)  # past start-up: the probe, the first decisions
             before = [s.sample() for s in services]
             monitor.counting = True
-            time.sleep(seconds)
+            # the loop's responsiveness: /api/status answered by the same loop that parses
+            # the charger (frames are counted even when parsed late; an answer is not early)
+            latency: list[list[float]] = [[] for _ in services]
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                for s, times in zip(services, latency):
+                    t0 = time.monotonic()
+                    status(s.port)
+                    times.append(1000 * (time.monotonic() - t0))
+                time.sleep(0.5)
             monitor.counting = False
             after = [s.sample() for s in services]
             rows = []
-            for s, (t0, c0, f0), (t1, c1, f1) in zip(services, before, after):
+            for s, times, (t0, c0, f0), (t1, c1, f1) in zip(services, latency, before, after):
+                times.sort()
                 rows.append({
+                    "status_ms_median": round(times[len(times) // 2], 1),
+                    "status_ms_max": round(times[-1], 1),
                     "dbus": s.dbus,
                     "cpu_percent": round(100 * (c1 - c0) / (t1 - t0), 2),
                     "rss_kb": rss_kb(s.proc.pid),
@@ -185,12 +198,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print("Venus OS service (Python %s), %.0f s, the simulated charger in real time"
           % (r["python"], r["seconds"]))
-    print("| | CPU (% of a core) | RSS | link frames/s |")
-    print("|---|---|---|---|")
+    print("| | CPU (% of a core) | RSS | link frames/s | /api/status median / max |")
+    print("|---|---|---|---|---|")
     for row in r["services"]:
-        print("| %s | %.2f | %d MB | %.2f |" % (
+        print("| %s | %.2f | %d MB | %.2f | %.1f / %.1f ms |" % (
             "D-Bus on" if row["dbus"] else "D-Bus off (--no-dbus)", row["cpu_percent"],
-            row["rss_kb"] // 1024, row["frames_per_s"]))
+            row["rss_kb"] // 1024, row["frames_per_s"], row["status_ms_median"],
+            row["status_ms_max"]))
     print("D-Bus: %.2f ItemsChanged/s, %.1f paths each (dbus-monitor)"
           % (r["items_changed_per_s"], r["paths_per_signal"]))
     return 0
