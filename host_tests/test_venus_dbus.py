@@ -760,3 +760,18 @@ def test_no_system_service_is_an_error_until_it_comes(dbus_daemon: Any) -> None:
         await grid.stop()
 
     run(main())
+
+
+def test_what_on_restores_survives_a_restart(tmp_path: Path) -> None:
+    """Held off from the GUI, then the GX reboots: On still goes back to the mode the user
+    had (manual here), not to the default auto."""
+    path = str(tmp_path / "gx-switch.json")
+    switch = dbus_charger.ModeSwitch(path)
+    assert switch.change(True) == {"mode": "auto", "manual_charging": True}  # none seen yet
+    switch.seen(view(mode="manual", switched_off=False))
+    switch.seen(view(mode="manual", switched_off=True))  # the GUI's own Off: not remembered
+    assert dbus_charger.ModeSwitch(path).change(True) == {"mode": "manual",
+                                                          "manual_charging": True}
+    assert switch.change(False) == {"mode": "manual", "manual_charging": False}
+    (tmp_path / "gx-switch.json").write_text("{not json")
+    assert dbus_charger.ModeSwitch(path).last_on == "auto"  # a broken file: the default

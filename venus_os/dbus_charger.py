@@ -20,6 +20,8 @@ from __future__ import annotations
 import array
 import asyncio
 import inspect
+import json
+import os
 import re
 import socket
 from typing import Any, Callable, Dict, Optional
@@ -182,13 +184,34 @@ class ModeSwitch:
     it was in before (auto if none was seen), charging. The app's own mode "off" leaves the
     charger to charge by itself, which is not what the GUI's Off means."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path  # where last_on survives a restart while held off (None: nowhere)
         self.last_on = "auto"
+        if path:
+            try:
+                with open(path) as f:
+                    kept = json.load(f).get("last_on")
+                if kept in ("auto", "manual", "off"):
+                    self.last_on = kept
+            except (OSError, ValueError, AttributeError):
+                pass
 
     def seen(self, view: View) -> None:
         """Remember the mode the GUI's On goes back to (any but the GUI's own Off)."""
         if view.get("mode") in ("auto", "manual", "off") and view.get("switched_off") is False:
-            self.last_on = view["mode"]
+            if view["mode"] != self.last_on:
+                self.last_on = view["mode"]
+                self._keep()
+
+    def _keep(self) -> None:
+        if not self.path:
+            return
+        try:
+            with open(self.path + ".tmp", "w") as f:
+                json.dump({"last_on": self.last_on}, f)
+            os.replace(self.path + ".tmp", self.path)
+        except OSError:
+            pass  # a read-only or full /data: remembered until the restart
 
     @staticmethod
     def refused(view: View, on: bool) -> str | None:

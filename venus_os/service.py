@@ -129,7 +129,8 @@ async def run_app(args: argparse.Namespace) -> int:
     if bus is not None:
         import dbus_charger
 
-        switch = dbus_charger.ModeSwitch()
+        switch = dbus_charger.ModeSwitch(os.path.join(os.path.dirname(
+            os.path.abspath(args.config)), "gx-switch.json"))
         on_mode = on_mode_of(switch, lambda change: "; ".join(a.set_mode(change)) or None,
                              lambda: dbus_charger.view_from_status(a.status()))
         service = dbus_charger.ChargerService(
@@ -225,6 +226,8 @@ async def run_bridge(args: argparse.Namespace) -> int:
     if bus is None:
         return 1
     follower = bridge.AdapterFollower(gx, cfg["mqtt"], log)
+    follower.switch = dbus_charger.ModeSwitch(os.path.join(os.path.dirname(
+        os.path.abspath(args.config)), "gx-switch.json"))  # On's mode survives a restart
     where = gx["bridge_topic"] if gx["bridge_via"] == "mqtt" else gx["bridge_url"]
 
     def on_mode(value: int) -> Any:
