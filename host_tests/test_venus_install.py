@@ -151,7 +151,8 @@ def test_package_name_and_listing(package: Path) -> None:
         assert m.isdir() or m.isfile()
         assert "__pycache__" not in m.name and not m.name.endswith((".pyc", ".so"))
     # never a user's file: unpacking over an installation keeps them
-    for kept in ("config.json", "config.ini", "state.json", "service", "original"):
+    for kept in ("config.json", "config.ini", "state.json", "gx-switch.json", "service",
+                 "original"):
         assert kept not in by_name
     assert not any(n.startswith("ext/") and ".dist-info" in n for n in by_name)
 
@@ -518,6 +519,7 @@ def test_uninstall_purge_is_exactly_before(gx: Gx) -> None:
     gx.config("/dev/ttyUSB0")
     gx.sh("install.sh")
     (gx.dir / "state.json").write_text("{}")
+    (gx.dir / "gx-switch.json").write_text('{"last_on": "manual"}')  # the service's own
     gx.sh("uninstall.sh", "--purge")
     assert gx.listing() == before
     assert not (gx.root / "data/rc.local").exists()

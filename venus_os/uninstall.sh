@@ -78,9 +78,10 @@ if [ -d "$DIR" ]; then
 fi
 
 if [ "$purge" = yes ]; then
-    rm -f "$DIR/config.json" "$DIR/config.json.tmp" "$DIR/state.json" "$DIR/state.json.tmp"
+    rm -f "$DIR/config.json" "$DIR/config.json.tmp" "$DIR/state.json" "$DIR/state.json.tmp" \
+        "$DIR/gx-switch.json" "$DIR/gx-switch.json.tmp"
     rm -rf "$LOG_DIR"
-    say "purged config.json, state.json and the logs (/data/log/$NAME)"
+    say "purged config.json, state.json, gx-switch.json and the logs (/data/log/$NAME)"
 else
     say "kept $GX_DIR/config.json and the logs in /data/log/$NAME (--purge removes them)"
 fi
