@@ -43,8 +43,11 @@ def test_link_values_volatile_path_and_faults(tmp_path: Path, gx: bool) -> None:
     with Background(make_world()) as sim, Firmware(
         tmp_path, sim.endpoints["charger"], MANUAL, gx=gx
     ) as fw:
+        # the limit comes from the HEX probe, the firmware version (FWE) from a whole text
+        # block: the first block after connecting may be cut, and the probe can be quicker
         st = fw.wait_for(
-            lambda s: charger_of(s)["volatile_limit_a"] == 7.5, what="the volatile limit"
+            lambda s: charger_of(s)["volatile_limit_a"] == 7.5
+            and charger_of(s)["firmware"] is not None, what="the volatile limit and a block"
         )
         c = st["charger"]
         truth = sim.call(lambda: sim.world.charger.status(sim.now()))
