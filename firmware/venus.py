@@ -131,6 +131,16 @@ class Reading:
             return None
         return ticks_diff(ticks_ms() if now_ms is None else now_ms, self.at_ms) / 1000
 
+    def status(self, source):
+        """What every grid source's status starts with (Modbus, MQTT, the GX's D-Bus)."""
+        return {
+            "power_w": self.power_w,
+            "phases_w": self.phases,
+            "battery_w": self.battery_w,
+            "age_s": self.age_s(),
+            "source": source,
+        }
+
 
 class Poller:
     """Reads grid power every `interval_s` (start to start); one connection kept, reopened
@@ -346,13 +356,8 @@ class Poller:
             await asyncio.sleep(1)
 
     def status(self):
-        r = self.reading
-        return {
-            "power_w": r.power_w,
-            "phases_w": r.phases,
-            "battery_w": r.battery_w,
-            "age_s": r.age_s(),
-            "source": self.s["source"],
+        out = self.reading.status(self.s["source"])
+        out.update({
             "host": "%s:%s" % (self.s["host"], self.s["port"]),
             "unit": self.s["unit"],
             "meter_check": self.meter,
@@ -363,4 +368,5 @@ class Poller:
             "errors": self.errors,
             "reconnects": self.counters["reconnects"],
             "latency_ms": self.counters["latency_ms"],
-        }
+        })
+        return out

@@ -210,13 +210,8 @@ class MqttGrid:
             self.on_sample()
 
     def status(self):
-        r = self.reading
-        return {
-            "power_w": r.power_w,
-            "phases_w": r.phases,
-            "battery_w": r.battery_w,
-            "age_s": r.age_s(),
-            "source": self.s["source"],
+        out = self.reading.status(self.s["source"])
+        out.update({
             "protocol": "mqtt",
             "host": "%s:%s" % (self.s["host"], self.s["mqtt_port"]),
             "portal_id": self.portal,
@@ -228,7 +223,8 @@ class MqttGrid:
             "messages": self.counters["messages"],
             "keepalives": self.counters["keepalives"],
             "heartbeats": self.counters["heartbeats"],
-        }
+        })
+        return out
 
 
 def _is_portal_id(value):

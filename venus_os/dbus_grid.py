@@ -91,13 +91,8 @@ class DbusGrid:
         return self._meter_present()
 
     def status(self) -> dict:
-        r = self.reading
-        return {
-            "power_w": r.power_w,
-            "phases_w": r.phases,
-            "battery_w": r.battery_w,
-            "age_s": r.age_s(),
-            "source": self.s["source"],
+        out = self.reading.status(self.s["source"])
+        out.update({
             "protocol": "dbus",
             "host": "D-Bus %s" % SYSTEM,
             "meter_check": self.meter_check(),
@@ -110,7 +105,8 @@ class DbusGrid:
             "reads": self.counters["reads"],
             "messages": self.counters["messages"],
             "reconnects": self.counters["reconnects"],
-        }
+        })
+        return out
 
     def reconnect(self) -> None:
         """New settings: read again now (the source may have changed)."""

@@ -27,8 +27,8 @@ def port_name(port: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", tail) or "serial"  # /dev/pts/3: pts_3
 
 
-class SerialPort:
-    """A pyserial port as the charger link wants it (async readinto, write, drain, close).
+class SerialPump:
+    """A pyserial port as asyncio streams for the firmware's board.StreamPort.
 
     pyserial blocks; a reader thread hands what it reads to an asyncio.StreamReader in the
     loop's thread (call_soon_threadsafe is the only thing it touches there). Writes are a few
@@ -55,11 +55,6 @@ class SerialPort:
 
     def _failed(self, err: Exception) -> None:
         self.reader.set_exception(OSError("serial port: %s" % err))
-
-    async def readinto(self, buf: Any) -> int:
-        data = await self.reader.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
 
     def write(self, data: bytes) -> None:
         self.ser.write(data)
@@ -171,10 +166,13 @@ class GxBoard:
         self.dns_port = None
         self._dbus_grid = dbus_grid
 
-    async def open_uart(self) -> SerialPort:
+    async def open_uart(self) -> Any:
+        from board import StreamPort  # the firmware's port over asyncio streams
+
         loop = asyncio.get_event_loop()
         ser = await loop.run_in_executor(None, open_serial, self.uart)  # rfc2217 negotiates
-        return SerialPort(ser, loop)
+        pump = SerialPump(ser, loop)
+        return StreamPort(pump.reader, pump, pump.close)
 
     def unique_id(self) -> str:
         return "gx-" + port_name(self.uart)

@@ -52,22 +52,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def on_mode_of(switch: Any, apply: Callable[[dict], Any],
-               current: Callable[[], dict]) -> Callable[[int], Any]:
+def on_mode_of(switch: Any, apply: Callable[[dict], str | None],
+               current: Callable[[], dict]) -> Callable[[int], str | None]:
     """The GUI's /Mode write (1 on, 4 off) as a settings change through `apply`, the app's
     one way in (dbus_charger.ModeSwitch says which change, from the view `current` gives
     now: a mode changed a moment ago on the page is what On goes back to)."""
 
-    async def on_mode(value: int) -> str | None:
+    def on_mode(value: int) -> str | None:
         view = current()
         switch.seen(view)
-        why = switch.refused(view, value == 1)
-        if why:
-            return why
-        result = apply(switch.change(value == 1))
-        if asyncio.iscoroutine(result):
-            result = await result
-        return result
+        return switch.refused(view, value == 1) or apply(switch.change(value == 1))
 
     return on_mode
 
