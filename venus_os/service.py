@@ -126,7 +126,7 @@ async def run_app(args: argparse.Namespace) -> int:
         switch = dbus_charger.ModeSwitch(os.path.join(os.path.dirname(
             os.path.abspath(args.config)), "gx-switch.json"))
         on_mode = on_mode_of(switch, lambda change: "; ".join(a.set_mode(change)) or None,
-                             lambda: dbus_charger.view_from_status(a.status()))
+                             lambda: app_view(a))
         service = dbus_charger.ChargerService(
             bus,
             dbus_charger.service_suffix(port_name(port)),
@@ -171,6 +171,15 @@ async def exit_when_lost(bus: Any) -> None:
     raise SystemExit(1)
 
 
+def app_view(a: Any) -> dict:
+    """The D-Bus view from the two parts of the app's status it is made of (the whole status,
+    web, MQTT and log included, is not built for every frame)."""
+    import dbus_charger
+
+    return dbus_charger.view_from_status({"charger": a.link.status(),
+                                          "control": a.control_status()})
+
+
 async def publish_app(a: Any, service: Any, switch: Any) -> None:
     """Every text block (and every mode change) onto D-Bus, read from the app's state in the
     loop: nothing here waits on the charger link, and publish() only queues signals."""
@@ -186,7 +195,7 @@ async def publish_app(a: Any, service: Any, switch: Any) -> None:
             continue
         seen = key
         try:
-            view = dbus_charger.view_from_status(a.status())
+            view = app_view(a)
             switch.seen(view)
             service.publish(view)
         except Exception as err:  # one bad round must not end the service
