@@ -105,9 +105,8 @@ class ThreadWatchdog:
     """Exits the process when not fed in time: daemontools starts it again (the service's
     equivalent of the ESP32's hardware watchdog; a hung loop cannot exit by itself)."""
 
-    def __init__(self, timeout_ms: int, log: Callable[[str], None]) -> None:
+    def __init__(self, timeout_ms: int) -> None:
         self.timeout_s = timeout_ms / 1000
-        self.log = log
         self.fed = time.monotonic()
         threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
 
@@ -118,6 +117,7 @@ class ThreadWatchdog:
         while True:
             time.sleep(1)
             if time.monotonic() - self.fed > self.timeout_s:
+                # printed, not the app's log: that lives in the loop this thread watches
                 print("watchdog: not fed for %.0f s, exiting for a restart" % self.timeout_s,
                       flush=True)
                 os._exit(3)
@@ -178,7 +178,7 @@ class GxBoard:
         return "gx-" + port_name(self.uart)
 
     def watchdog(self, timeout_ms: int) -> ThreadWatchdog:
-        return ThreadWatchdog(timeout_ms, print)
+        return ThreadWatchdog(timeout_ms)
 
     def heap_total(self) -> None:
         return None  # not a fixed heap: the full set always runs
