@@ -57,6 +57,15 @@ def heap_total():
     return gc.mem_free() + gc.mem_alloc()
 
 
+def heap_can_have():
+    """The heap this board can give the firmware: the ESP32's heap grows into the ESP-IDF's."""
+    if ESP32:
+        import board_esp32
+
+        return board_esp32.heap_total()
+    return heap_total()
+
+
 def free_heap():
     return gc.mem_free() if hasattr(gc, "mem_free") else None
 

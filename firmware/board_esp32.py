@@ -14,6 +14,21 @@ IDF_KEEP = 64 * 1024  # of the IDF's free heap: WiFi, lwIP's sockets and TLS nee
 PSRAM_REGION = 512 * 1024  # a data region this big is PSRAM (internal RAM is 512 kB in all)
 
 
+def heap_total():
+    """What the GC heap can have: its size now plus what the IDF heap can still give it
+    (MicroPython 1.21+ starts the heap small and grows it), less what WiFi and sockets keep.
+    With PSRAM that is megabytes; a C3 or an S3 without PSRAM has ~150 kB."""
+    total = board.heap_total() or 0
+    try:
+        import esp32
+
+        regions = esp32.idf_heap_info(esp32.HEAP_DATA)
+    except (ImportError, AttributeError):
+        return total
+    spare = sum(r[2] for r in regions) - IDF_KEEP
+    return total + max(0, spare)
+
+
 class Esp32Board:
     """The adapter board: ESP32-S3-MINI-1-N4R2, UART1 on the header through the isolator."""
 
@@ -45,18 +60,7 @@ class Esp32Board:
         machine.reset()
 
     def heap_total(self):
-        """What the GC heap can have: its size now plus what the IDF heap can still give it
-        (MicroPython 1.21+ starts the heap small and grows it), less what WiFi and sockets
-        keep. With PSRAM that is megabytes; a C3 or an S3 without PSRAM has ~150 kB."""
-        total = board.heap_total() or 0
-        try:
-            import esp32
-
-            regions = esp32.idf_heap_info(esp32.HEAP_DATA)
-        except (ImportError, AttributeError):
-            return total
-        spare = sum(r[2] for r in regions) - IDF_KEEP
-        return total + max(0, spare)
+        return heap_total()
 
     def memory(self):
         """For the start line: PSRAM (if any) and the heap."""

@@ -6,8 +6,12 @@ shared with ota.py.
 A new directory is on trial: each boot is counted in ota.json; the app clears the trial once it
 has run healthy (ota.confirm). After MAX_TRIAL_BOOTS boots without that, the previous
 directory runs again. An exception out of the app resets the board (a trial boot spent).
+Running out of memory outside a trial resets it too, but not for ever: after MAX_OOM_BOOTS in a
+row (counted in ota.json, cleared by ota.confirm) the same heap would only run out again, so
+the board stays at the REPL with the reason on the console and the charger on its own.
 """
 
+import gc
 import json
 import os
 import sys
@@ -15,6 +19,7 @@ import sys
 STATE = "ota.json"
 DIRS = ("app_a", "app_b")
 MAX_TRIAL_BOOTS = 3
+MAX_OOM_BOOTS = 3
 
 
 def load():
@@ -35,6 +40,7 @@ def save(state):
 
 
 def choose():
+    """The state of this boot: the directory to run ("active"), and whether it is on trial."""
     state = load()
     if state.get("trial"):
         state["boots"] = state.get("boots", 0) + 1
@@ -45,7 +51,7 @@ def choose():
             )
             state = {"active": state["previous"], "rolled_back": state.get("version") or "?"}
         save(state)
-    return state["active"]
+    return state
 
 
 def fail():
@@ -58,7 +64,8 @@ def fail():
 
 
 def run():
-    active = choose()
+    state = choose()
+    active = state["active"]
     print("bootstrap: running %s" % active)
     sys.path.insert(0, active)
     try:
@@ -67,6 +74,18 @@ def run():
         raise
     except BaseException as err:  # noqa: BLE001  anything: the board must not stay stuck
         sys.print_exception(err) if hasattr(sys, "print_exception") else print(repr(err))
+        if isinstance(err, MemoryError) and not state.get("trial"):
+            err = None
+            gc.collect()
+            state["oom"] = state.get("oom", 0) + 1
+            try:
+                save(state)
+            except MemoryError:  # not even for that: stay now
+                state["oom"] = MAX_OOM_BOOTS
+            if state["oom"] >= MAX_OOM_BOOTS:
+                print("bootstrap: out of memory at %d boots in a row: not restarted again"
+                      " (the board's heap is too small for the adapter)" % state["oom"])
+                return
         fail()
 
 

@@ -14,7 +14,8 @@ import cold
 
 adapter = cold.load("start").make_app(sys.argv[1:] if len(sys.argv) > 1 else [])
 try:
-    asyncio.run(adapter.run())
+    if adapter is not None:  # None: too little heap even for the core, and said so
+        asyncio.run(adapter.run())
 except KeyboardInterrupt:  # Ctrl-C on the Unix port (or the REPL): keep the counters
     try:
         adapter.shutdown()

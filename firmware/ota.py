@@ -223,11 +223,13 @@ class Updater:
 
 
 def confirm(path=STATE):
-    """The running firmware is healthy: it stays. Called by the app once it has run a while."""
+    """The running firmware is healthy: it stays, and the boots that ran out of memory before
+    (bootstrap.py) are forgotten. Called by the app once it has run a while."""
     state = load_state(path)
-    if state.get("trial"):
+    trial = state.get("trial")
+    if trial or state.get("oom"):
         state["trial"] = False
         state["boots"] = 0
+        state.pop("oom", None)
         save_state(state, path)
-        return True
-    return False
+    return bool(trial)

@@ -250,7 +250,7 @@ def test_micropython_written_with_esptool_and_psram_checked(
     report: str, machine: str, heap: int, chip: str, warned: bool,
 ) -> None:  # fmt: skip
     """esptool's report first (chip-id), then the write at 0x0 for the chip asked (the S3 by
-    default); without PSRAM one warning that only the core will run, and the install goes on."""
+    default); without PSRAM one warning that only the core can run, and the install goes on."""
     image = tmp_path / "ESP32_GENERIC_S3-20250415-v1.29.0.bin"
     image.write_bytes(b"\xe9" + bytes(255))
     tools = FakeTools(report, machine, heap)
@@ -262,7 +262,7 @@ def test_micropython_written_with_esptool_and_psram_checked(
     assert first[3:] == ["--chip", esptool_chip, "--port", "/dev/ttyACM0", "chip-id"]
     assert write[3:] == ["--chip", esptool_chip, "--port", "/dev/ttyACM0", "--baud", "460800",
                          "write-flash", "0x0", str(image)]  # fmt: skip
-    assert out.out.count("only the core will run") == (1 if warned else 0), out.out
+    assert out.out.count("only the core can run") == (1 if warned else 0), out.out
     assert "the adapter runs: http://192.168.1.7/" in out.out
 
 
@@ -277,7 +277,7 @@ def test_a_board_with_micropython_is_told_by_its_heap(
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
     assert tools.esptool == []
-    assert out.out.count("only the core will run") == (1 if warned else 0), out.out
+    assert out.out.count("only the core can run") == (1 if warned else 0), out.out
     assert ("memory: %d kB (%s)" % (heap // 1024, "no PSRAM" if warned else "PSRAM")) in out.out
 
 

@@ -67,6 +67,18 @@ def test_good_bundle_switches_and_confirm_ends_the_trial(tmp_path: Path) -> None
     assert ota.confirm(str(tmp_path / ota.STATE)) is False  # nothing to confirm: no write
 
 
+def test_confirm_forgets_the_boots_that_ran_out_of_memory(tmp_path: Path) -> None:
+    """bootstrap.py counts boots that ran out of memory; a healthy run starts that count anew,
+    so a later one-off is reset again rather than left at the REPL."""
+    path = tmp_path / ota.STATE
+    path.write_text(json.dumps({"active": "app_a", "oom": 2}))
+    assert ota.confirm(str(path)) is False  # not an update on trial
+    assert json.loads(path.read_text()) == {"active": "app_a", "trial": False, "boots": 0}
+    before = path.stat().st_mtime_ns
+    assert ota.confirm(str(path)) is False
+    assert path.stat().st_mtime_ns == before  # nothing to forget: no write
+
+
 def test_wrong_short_and_unlisted_files_never_switch(tmp_path: Path) -> None:
     u = ota.Updater(str(tmp_path))
     u.begin(manifest())

@@ -48,6 +48,8 @@ from tools.heap.breakdown import (  # noqa: E402
     breakdown,
     breakdown_table,
     import_order,
+    modules_alone,
+    modules_table,
 )
 from tools.heap.browser import (  # noqa: E402
     HISTORY_EVERY_S,
@@ -167,13 +169,19 @@ def main() -> int:
         "venus": {"host": "127.0.0.1", "port": 502},
         "mqtt": {"host": "127.0.0.1", "port": 1883, "update_s": 1},
     }
-    out["breakdown"] = breakdown(*fw_lib, config, workdir=args.workdir / "breakdown")
+    # the core's breakdown: MQTT not configured (with --core the run leaves it out by itself)
+    parts = {k: v for k, v in config.items() if k != "mqtt" or not args.core}
+    out["breakdown"] = breakdown(*fw_lib, parts, workdir=args.workdir / "breakdown")
     if args.bits32:
         out["breakdown_32"] = breakdown(
-            *fw_lib, config, workdir=args.workdir / "breakdown32", bits32=True
+            *fw_lib, parts, workdir=args.workdir / "breakdown32", bits32=True
         )
+    out["modules"] = modules_alone(*fw_lib, args.workdir / "modules")
+    if args.bits32:
+        out["modules_32"] = modules_alone(*fw_lib, args.workdir / "modules", bits32=True)
     if not quiet:
         print(breakdown_table(out["breakdown"], out.get("breakdown_32")))
+        print(modules_table(out["modules"], out.get("modules_32")))
     def run_for_minutes(heap: str, name: str) -> dict[str, Any]:
         r = run(heap, args.minutes * 60, args.speed, workdir=args.workdir / name,
                 fw_lib=fw_lib, progress=say, trace=args.trace, core=args.core)

@@ -8,8 +8,8 @@
 The board is an ESP32-S3 (ESP32-S3-MINI-1-N4R2, 2 MB PSRAM): esptool writes an esp32s3 unless
 --chip says esp32c3 or esp32. MicroPython is not downloaded: give the image,
 ESP32_GENERIC_S3-<date>-v1.29.x.bin from micropython.org/download/ESP32_GENERIC_S3/. Without
-PSRAM (a C3, an S3 without it) it warns that only the core will run (the firmware leaves out
-MQTT and Home Assistant discovery to fit the small heap) and goes on.
+PSRAM (a C3, an S3 without it) it warns that only the core can run (the firmware leaves out
+MQTT and Home Assistant discovery to fit the small heap), if even that fits, and goes on.
 
 Steps: find the board (USB id, then MicroPython answering; with --micropython a board without
 it yet), optionally write MicroPython with esptool (which first says whether the chip has
@@ -73,8 +73,10 @@ DEFAULT_CHIP = "esp32s3"  # the adapter's board: ESP32-S3-MINI-1-N4R2
 # more ESP-IDF heap than this is PSRAM: an ESP32's internal RAM leaves it well under 512 kB
 PSRAM_HEAP_B = 1 << 20
 CORE_ONLY = (
-    "only the core will run (charger link, controller, Venus client, status page and API);"
-    " the firmware leaves out MQTT and Home Assistant discovery to fit the small heap"
+    "only the core can run (charger link, controller, Venus client, status page and API; MQTT"
+    " and Home Assistant discovery are left out), and only with about 188 kB of heap: below"
+    " that the firmware says 'not started' on the console and leaves the charger on its own"
+    " settings (docs/install.md, 'A board without PSRAM')"
 )
 SOURCE_FILES = ("main.py",)  # stay source: MicroPython runs main.py, not main.mpy
 BOOTSTRAP = "bootstrap.py"  # the board's /main.py: runs app_a or app_b, never updated

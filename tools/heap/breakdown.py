@@ -181,3 +181,51 @@ def breakdown_table(b: dict[str, Any], b32: dict[str, Any] | None = None) -> str
                         if not s["loaded"])
         )
     return "\n".join(lines)
+
+
+# The modules alone, as the firmware reads them in: the core's (the board layer aside: the
+# webassembly port has none), then web (microdot), then MQTT's. No App, no task: the floor
+# under any heap the core or the full set could run in.
+MODULES_SCRIPT = """
+import gc, sys
+gc.collect(); base = gc.mem_alloc()
+import asyncio, board, charger, control, venus, trend, wifi, app, web
+gc.collect(); core = gc.mem_alloc()
+import mqtt
+gc.collect(); full = gc.mem_alloc()
+print("modules", base, core, full)
+"""
+
+
+def modules_alone(fw: Path, lib: Path, workdir: Path, bits32: bool = False,
+                  micropython: str | None = None) -> dict[str, int] | None:
+    """The heap in use (bytes, with the interpreter's own) once the core's modules are read in
+    ("core") and MQTT's too ("full"); None if the script failed."""
+    if bits32:
+        stdout = wasm32.run(fw, lib, MODULES_SCRIPT, {}, workdir / "modules_32")
+    else:
+        workdir.mkdir(parents=True, exist_ok=True)
+        script = workdir / "modules.py"
+        script.write_text(MODULES_SCRIPT)
+        env = dict(os.environ, MICROPYPATH="%s:%s:.frozen" % (fw, lib))
+        out = subprocess.run([micropython or micropython_path(), "-X", "heapsize=4M",
+                              str(script)], capture_output=True, text=True, env=env,
+                             cwd=workdir, timeout=60)
+        stdout = out.stdout + out.stderr
+    m = re.search(r"^modules (\d+) (\d+) (\d+)$", stdout, re.M)
+    if not m:
+        return None
+    base, core, full = (int(g) for g in m.groups())
+    return {"interpreter": base, "core": core, "full": full}
+
+
+def modules_table(m64: dict[str, int] | None, m32: dict[str, int] | None) -> str:
+    def cell(m: dict[str, int] | None, key: str) -> str:
+        return "%7.1f kB" % (m[key] / 1024) if m else "%10s" % "-"
+
+    lines = ["the modules alone, read in (heap in use, interpreter included; no App, no task):",
+             "  %-30s %10s  %10s" % ("", "Unix port", "32-bit")]
+    for key, what in (("core", "the core (+ microdot)"), ("full", "the full set (+ MQTT)")):
+        lines.append("  %-30s %s  %s" % (what, cell(m64, key), cell(m32, key)))
+    return "\n".join(lines)
+
