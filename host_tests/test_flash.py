@@ -98,6 +98,25 @@ def test_install_on_the_unix_port_acting_as_a_board(tmp_path: Path, monkeypatch:
             assert wrong.returncode == 4 and "ESP32" in wrong.stderr
 
 
+def test_a_board_too_small_for_the_core_is_told_at_once(tmp_path: Path) -> None:
+    """The Unix port as a board with a 144K heap: the install goes through, then the firmware
+    says it does not start, and flash.py says so (exit 6) without waiting for its timeout."""
+    import time
+
+    from tools.fakeboard import FakeBoard
+
+    root = tmp_path / "board"
+    root.mkdir()
+    with FakeBoard(root, run_main=True, heapsize="144K") as board:
+        t0 = time.monotonic()
+        done = run("--port", board.url, "--chip", "unix", "--no-prompt", "--timeout", "120",
+                   "--admin-password", "pw", timeout=200)
+        took = time.monotonic() - t0
+    assert done.returncode == 6, done.stdout + done.stderr
+    assert "the firmware did not start: not started: 142 kB of heap" in done.stderr, done.stderr
+    assert took < 100, "waited for the timeout: %.0f s" % took
+
+
 @pytest.mark.parametrize(
     "machine, version, mpy, chip, ok",
     [

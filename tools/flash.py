@@ -400,6 +400,10 @@ def wait_for_start(port: str, timeout: float) -> list[str]:
             buffer += con.read(512)
             *complete, buffer = buffer.split(b"\n")
             lines += [raw.decode(errors="replace").rstrip() for raw in complete]
+            # the firmware's own word that this board's heap is too small: no use waiting
+            small = [x for x in lines if "not started:" in x or "not restarted again" in x]
+            if small:
+                raise Failure(NO_START, "the firmware did not start: %s" % small[-1].strip())
             started = any(BANNER in x for x in lines)
             if started and served is None and any("HTTP on" in x for x in lines):
                 served = time.monotonic()
