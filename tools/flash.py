@@ -74,7 +74,7 @@ DEFAULT_CHIP = "esp32s3"  # the adapter's board: ESP32-S3-MINI-1-N4R2
 PSRAM_HEAP_B = 1 << 20
 CORE_ONLY = (
     "only the core can run (charger link, controller, Venus client, status page and API; MQTT"
-    " and Home Assistant discovery are left out), and only with about 188 kB of heap: below"
+    " and Home Assistant discovery are left out), and only with about 192 kB of heap: below"
     " that the firmware says 'not started' on the console and leaves the charger on its own"
     " settings (docs/install.md, 'A board without PSRAM')"
 )
