@@ -17,16 +17,16 @@ PSRAM_REGION = 512 * 1024  # a data region this big is PSRAM (internal RAM is 51
 def heap_total():
     """What the GC heap can have: its size now plus what the IDF heap can still give it
     (MicroPython 1.21+ starts the heap small and grows it), less what WiFi and sockets keep.
-    With PSRAM that is megabytes; a C3 or an S3 without PSRAM has ~150 kB."""
-    total = board.heap_total() or 0
+    With PSRAM that is megabytes; a C3 or an S3 without PSRAM has ~150 kB. None where the IDF
+    heap cannot be read: the heap now would say far too little, so nothing is left out."""
     try:
         import esp32
 
         regions = esp32.idf_heap_info(esp32.HEAP_DATA)
     except (ImportError, AttributeError):
-        return total
+        return None
     spare = sum(r[2] for r in regions) - IDF_KEEP
-    return total + max(0, spare)
+    return (board.heap_total() or 0) + max(0, spare)
 
 
 class Esp32Board:
@@ -71,10 +71,11 @@ class Esp32Board:
             psram = sum(r[0] for r in esp32.idf_heap_info(esp32.HEAP_DATA) if r[0] > PSRAM_REGION)
         except (ImportError, AttributeError):
             pass
-        heap = self.heap_total() // 1024
+        total = self.heap_total()
+        heap = "heap %d kB" % (total // 1024) if total else "heap not known"
         if psram:
-            return "PSRAM %d kB, heap %d kB" % (psram // 1024, heap)
-        return "no PSRAM, heap %d kB" % heap
+            return "PSRAM %d kB, %s" % (psram // 1024, heap)
+        return "no PSRAM, " + heap
 
 
 class Esp32Radio:

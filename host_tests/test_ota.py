@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import ota
+import pytest
 from conftest import ROOT, need_tool
 from fwrun import Background, free_port, make_world
 
@@ -176,15 +177,16 @@ def test_update_applied_corrupt_refused_broken_rolled_back(tmp_path: Path) -> No
             board.stop()
 
 
-def boot_until_it_stays(root: Path, boots: int) -> tuple[list[int], str]:
+def boot_until_it_stays(root: Path, boots: int, heap: str = "1M") -> tuple[list[int], str]:
     """Boot the Unix port laid out as the board until a boot ends without a reset (exit 0,
     the board at its REPL) or `boots` ran: the exit codes and the console."""
     micropython = need_tool("micropython")
     exits: list[int] = []
     console = ""
     while len(exits) < boots:
-        done = subprocess.run([micropython, "main.py"], cwd=root, capture_output=True,
-                              text=True, timeout=30, env=dict(os.environ, MICROPYPATH="lib"))
+        done = subprocess.run([micropython, "-X", "heapsize=" + heap, "main.py"], cwd=root,
+                              capture_output=True, text=True, timeout=30,
+                              env=dict(os.environ, MICROPYPATH="lib"))
         exits.append(done.returncode)
         console += done.stdout + done.stderr
         if done.returncode == 0:
@@ -192,28 +194,35 @@ def boot_until_it_stays(root: Path, boots: int) -> tuple[list[int], str]:
     return exits, console
 
 
-def test_out_of_memory_at_start_is_no_reset_loop(tmp_path: Path) -> None:
+# a real MemoryError as a heap too small for the modules gives one: the heap filled up to the
+# last block and held (the failed import keeps its module), or one allocation too big
+FILLS_THE_HEAP = "keep = []\nwhile True:\n    keep.append(bytearray(16))\n"
+TOO_BIG = "big = bytearray(1 << 44)\n"
+
+
+@pytest.mark.parametrize("app", [FILLS_THE_HEAP, TOO_BIG], ids=["heap full", "one too big"])
+def test_out_of_memory_at_start_is_no_reset_loop(tmp_path: Path, app: str) -> None:
     """An app that runs out of memory at every start (a board too small for it) is reset twice,
-    in case it was a one-off, then left at the REPL with the reason; a power cycle tries once
-    more. On trial an update that runs out of memory is rolled back as any broken one is."""
+    in case it was a one-off, then left at the REPL with the reason, also when the heap is full
+    to the last block; a power cycle tries once more. On trial an update that runs out of
+    memory, or ends by itself, is rolled back as any broken one is."""
     root = tmp_path / "board"
     (root / "app_a").mkdir(parents=True)
     (root / "app_b").mkdir()
     shutil.copy(ROOT / "firmware" / "bootstrap.py", root / "main.py")
-    # a real MemoryError, as a heap too small for the modules gives one
-    (root / "app_a" / "main.py").write_text("big = bytearray(1 << 44)\n")
-    exits, console = boot_until_it_stays(root, 6)
+    (root / "app_a" / "main.py").write_text(app)
+    exits, console = boot_until_it_stays(root, 6, heap="64K")
     assert exits == [1, 1, 0], console
-    assert console.count("MemoryError") == 3, console
-    assert "out of memory at 3 boots in a row: not restarted again" in console, console
+    assert console.count("MemoryError") == 3 and console.count("Traceback") == 3, console
+    assert "out of memory at every start: not restarted again" in console, console
     assert json.loads((root / "ota.json").read_text())["oom"] == 3
-    exits, console = boot_until_it_stays(root, 3)  # power cycled: one more try, no loop
-    assert exits == [0], console
-    # an update on trial that runs out of memory: reset at each boot, then the one before
-    (root / "app_a" / "main.py").write_text("print('app_a runs')\n")
-    (root / "app_b" / "main.py").write_text("big = bytearray(1 << 44)\n")
-    (root / "ota.json").write_text(json.dumps(
-        {"active": "app_b", "trial": True, "previous": "app_a", "boots": 0, "version": "9.9"}))
-    exits, console = boot_until_it_stays(root, 6)
-    assert exits == [1, 1, 1, 0], console
-    assert "back to app_a" in console and "app_a runs" in console, console
+    exits, console = boot_until_it_stays(root, 3, heap="64K")  # power cycled: once more
+    assert exits == [0] and console.count("Traceback") == 1, console
+    for broken in (app, "print('not started: too small')\n"):  # an update on trial
+        (root / "app_a" / "main.py").write_text("print('app_a runs')\n")
+        (root / "app_b" / "main.py").write_text(broken)
+        (root / "ota.json").write_text(json.dumps(
+            {"active": "app_b", "trial": True, "previous": "app_a", "boots": 0, "version": "9"}))
+        exits, console = boot_until_it_stays(root, 6, heap="64K")
+        assert exits == [1, 1, 1, 0], console
+        assert "back to app_a" in console and "app_a runs" in console, console

@@ -8,8 +8,8 @@
 The board is an ESP32-S3 (ESP32-S3-MINI-1-N4R2, 2 MB PSRAM): esptool writes an esp32s3 unless
 --chip says esp32c3 or esp32. MicroPython is not downloaded: give the image,
 ESP32_GENERIC_S3-<date>-v1.29.x.bin from micropython.org/download/ESP32_GENERIC_S3/. Without
-PSRAM (a C3, an S3 without it) it warns that only the core can run (the firmware leaves out
-MQTT and Home Assistant discovery to fit the small heap), if even that fits, and goes on.
+PSRAM (a C3, an S3 without it) it warns that the adapter will most likely not start (even the
+core, without MQTT, needs more heap than such a board has) and goes on.
 
 Steps: find the board (USB id, then MicroPython answering; with --micropython a board without
 it yet), optionally write MicroPython with esptool (which first says whether the chip has
@@ -72,11 +72,11 @@ FLASH_OFFSET = {"esp32c3": "0x0", "esp32s3": "0x0", "esp32": "0x1000"}
 DEFAULT_CHIP = "esp32s3"  # the adapter's board: ESP32-S3-MINI-1-N4R2
 # more ESP-IDF heap than this is PSRAM: an ESP32's internal RAM leaves it well under 512 kB
 PSRAM_HEAP_B = 1 << 20
-CORE_ONLY = (
-    "only the core can run (charger link, controller, Venus client, status page and API; MQTT"
-    " and Home Assistant discovery are left out), and only with about 192 kB of heap: below"
-    " that the firmware says 'not started' on the console and leaves the charger on its own"
-    " settings (docs/install.md, 'A board without PSRAM')"
+NO_PSRAM = (
+    "the adapter will most likely not start: even its core (without MQTT and Home Assistant"
+    " discovery) needs about 208 kB of heap, and a board without PSRAM has about 140-180 kB;"
+    " it then says 'not started' on the console and leaves the charger on its own settings"
+    " (docs/install.md, 'A board without PSRAM')"
 )
 SOURCE_FILES = ("main.py",)  # stay source: MicroPython runs main.py, not main.mpy
 BOOTSTRAP = "bootstrap.py"  # the board's /main.py: runs app_a or app_b, never updated
@@ -188,8 +188,8 @@ def board_info(board: Board) -> dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def warn_core_only(why: str) -> None:
-    say("warning: no PSRAM (%s): %s" % (why, CORE_ONLY))
+def warn_no_psram(why: str) -> None:
+    say("warning: no PSRAM (%s): %s" % (why, NO_PSRAM))
 
 
 def board_chip(machine: str) -> str:
@@ -304,13 +304,26 @@ def disarm_watchdog(board: Board) -> None:
         time.sleep(3)
 
 
+# ota.json's "active", and its count of boots that ran out of memory dropped (bootstrap.py): a
+# new install starts that count anew
+ACTIVE_SCRIPT = """
+import json, os
+try:
+    state = json.loads(open('ota.json').read())
+    if state.pop('oom', None) is not None:
+        with open('ota.json.tmp', 'w') as f:
+            f.write(json.dumps(state))
+        os.rename('ota.json.tmp', 'ota.json')
+    print(state['active'])
+except Exception:
+    print('app_a')
+"""
+
+
 def active_dir(board: Board) -> str:
-    """The application directory the board runs (ota.json), app_a on a new board."""
-    out = board.mpremote(
-        "exec",
-        "import json\ntry:\n print(json.loads(open('ota.json').read())['active'])\n"
-        "except Exception:\n print('app_a')",
-    )
+    """The application directory the board runs (ota.json), app_a on a new board; the boots
+    that ran out of memory before this install are forgotten."""
+    out = board.mpremote("exec", ACTIVE_SCRIPT)
     active = out.strip().splitlines()[-1] if out.strip() else "app_a"
     return active if active in ("app_a", "app_b") else "app_a"
 
@@ -482,7 +495,7 @@ def flash_micropython(
     else:
         psram = probe_chip(port, chip)
         if psram is False:
-            warn_core_only("esptool finds none in the chip")
+            warn_no_psram("esptool finds none in the chip")
     base = [sys.executable, "-m", "esptool", "--chip", chip, "--port", port]
     steps = []
     if erase:
@@ -617,7 +630,7 @@ def install(args: argparse.Namespace) -> int:
             has = heap > PSRAM_HEAP_B
             say("memory: %d kB (%s)" % (heap // 1024, "PSRAM" if has else "no PSRAM"))
             if not has and psram is not False:  # esptool's report did not warn already
-                warn_core_only("the board has %d kB of memory" % (heap // 1024))
+                warn_no_psram("the board has %d kB of memory" % (heap // 1024))
     build = ROOT / "build" / "flash"
     # build/flash is one per checkout: one install at a time fills it and copies from it
     with file_lock(build.parent / "flash.lock"):
