@@ -7,7 +7,6 @@ from array import array
 import json
 import math
 import os
-import sys
 
 import board
 import charger
@@ -152,12 +151,11 @@ class App:
     def _too_small(self, board_):
         """Why MQTT is left out (None: it is not): below the heap the full set needs, the
         core (charger, controller, Venus, page and API) runs alone, not in MemoryErrors."""
-        total = board_.heap_total()
-        need = FULL_SET_HEAP_64 if sys.maxsize > 0x7FFFFFFF else FULL_SET_HEAP_32
-        if total is None or total >= need:
-            return None
-        return "MQTT and Home Assistant discovery left out: %d kB of heap, they need %d kB" % (
-            total // 1024, need // 1024)
+        short = board.short_of(board_.heap_total(), FULL_SET_HEAP_64, FULL_SET_HEAP_32)
+        if short:
+            return "MQTT and Home Assistant discovery left out: %d kB of heap, they need %d kB" % (
+                short[0], short[1])
+        return None
 
     def uptime_s(self):
         return ticks_diff(ticks_ms(), self.started_ms) // 1000

@@ -6,6 +6,7 @@ simulator, a TCP "host:port" or a pty/tty path, no WiFi). Only the one in use is
 """
 
 import gc
+import sys
 
 try:
     import machine
@@ -64,6 +65,16 @@ def heap_can_have():
 
         return board_esp32.heap_total()
     return heap_total()
+
+
+def short_of(total, need_64, need_32):
+    """(total, need) in kB where the heap a board can give (`total` bytes; None: not known) is
+    below what a part needs on this word size (bytes, measured on 64 bits, estimated on 32);
+    None where it is not."""
+    need = need_64 if sys.maxsize > 0x7FFFFFFF else need_32
+    if total is None or total >= need:
+        return None
+    return total // 1024, need // 1024
 
 
 def free_heap():

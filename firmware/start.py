@@ -52,15 +52,13 @@ def _env(name):
 def too_small():
     """Why the core cannot start here (None: it can): the heap the board can have is below
     what the core's modules and tasks need."""
-    total = board.heap_can_have()
-    need = CORE_HEAP_64 if sys.maxsize > 0x7FFFFFFF else CORE_HEAP_32
-    if total is None or total >= need:
-        return None
-    return (
-        "not started: %d kB of heap, the adapter's core needs %d kB (a board with PSRAM: the"
-        " ESP32-S3-MINI-1-N4R2); the charger runs on its own settings"
-        % (total // 1024, need // 1024)
-    )
+    short = board.short_of(board.heap_can_have(), CORE_HEAP_64, CORE_HEAP_32)
+    if short:
+        return (
+            "not started: %d kB of heap, the adapter's core needs %d kB (a board with PSRAM:"
+            " the ESP32-S3-MINI-1-N4R2); the charger runs on its own settings" % short
+        )
+    return None
 
 
 def load_config(path, admin_password=None):

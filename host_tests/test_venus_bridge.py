@@ -48,6 +48,12 @@ class Followed:
         self.thread.start()
         self.started.wait(5)
 
+    def __enter__(self) -> "Followed":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.task = self.loop.create_task(self.follower.run(self._on_view))
@@ -213,8 +219,7 @@ def mode_cycle(f: Followed, fw: Firmware, sim: Background, before: str) -> None:
 
 def test_http_views_follow_the_simulator(adapter: Any) -> None:
     sim, fw, _ = adapter
-    f = Followed(http_gx(fw))
-    try:
+    with Followed(http_gx(fw)) as f:
         f.wait(follows_sim(sim), 10, "the view to follow the simulator")
         identity_and_charging(f.last())
         assert 0 < f.last()["current_a"] <= MANUAL_A + 0.1  # rising: the battery takes it
@@ -227,8 +232,6 @@ def test_http_views_follow_the_simulator(adapter: Any) -> None:
         assert st["connected"] is True and st["last_error"] is None and st["dropped"] == 0
         assert st["updates"] >= 4 and st["age_s"] < 2
         assert PASSWORD not in json.dumps(st)
-    finally:
-        f.close()
 
 
 def test_http_mode_off_and_back_to_the_mode_before(adapter: Any) -> None:
@@ -251,8 +254,7 @@ def test_http_mode_off_and_back_to_the_mode_before(adapter: Any) -> None:
 
 def test_http_wrong_password_changes_nothing(adapter: Any) -> None:
     sim, fw, _ = adapter
-    f = Followed(http_gx(fw, password="not the password"))
-    try:
+    with Followed(http_gx(fw, password="not the password")) as f:
         f.wait(lambda v: v.get("mode") == "manual", 10, "manual")
         error = f.set_mode(False)
         assert error is not None and "401" in error and "password" in error
@@ -261,8 +263,6 @@ def test_http_wrong_password_changes_nothing(adapter: Any) -> None:
         assert f.last()["mode"] == "manual"
         assert (f.status()["commands_ok"], f.status()["commands_refused"]) == (0, 1)
         assert f.status()["last_refused"] == error
-    finally:
-        f.close()
 
 
 def test_http_commands_never_wait_past_the_timeout() -> None:
@@ -275,8 +275,7 @@ def test_http_commands_never_wait_past_the_timeout() -> None:
     nobody = free_port()
     try:
         for port in (silent.getsockname()[1], nobody):
-            f = Followed({"bridge_via": "http", "bridge_url": "http://127.0.0.1:%d" % port})
-            try:
+            with Followed({"bridge_via": "http", "bridge_url": "http://127.0.0.1:%d" % port}) as f:
                 f.wait(lambda v: v.get("connected") is False, 5, "disconnected")
                 assert f.last()["voltage_v"] is None and f.last()["serial"] is None
                 start = time.monotonic()
@@ -285,8 +284,6 @@ def test_http_commands_never_wait_past_the_timeout() -> None:
                 assert error is not None and "did not answer" in error
                 assert took < bridge.TIMEOUT_S + 1  # the thread hop, a busy CI
                 assert f.status()["last_on_mode"] == "auto"  # never seen one: auto
-            finally:
-                f.close()
     finally:
         silent.close()
 
@@ -365,8 +362,7 @@ def test_http_bad_answers_are_dropped_and_counted(monkeypatch: pytest.MonkeyPatc
         http_answer(json.dumps(good_status()).encode()),  # and then a good one, for ever
     ]
     server = BadAdapter(bad)
-    f = Followed({"bridge_via": "http", "bridge_url": "127.0.0.1:%d" % server.port})
-    try:
+    with Followed({"bridge_via": "http", "bridge_url": "127.0.0.1:%d" % server.port}) as f:
         f.wait(lambda v: v.get("connected") and v.get("voltage_v") == 26.5, 10, "the good one")
         st = f.status()
         assert st["dropped"] == len(bad) - 2, (st, f.lines)  # the 500 is a failure
@@ -374,8 +370,6 @@ def test_http_bad_answers_are_dropped_and_counted(monkeypatch: pytest.MonkeyPatc
         identity_and_charging(f.last())
         assert all(v["voltage_v"] in (None, 26.5) for v in f.views)  # nothing bad got through
         assert sum("dropped a bad state" in line for line in f.lines) == 1  # logged once a minute
-    finally:
-        f.close()
         server.close()
 
 
@@ -423,8 +417,7 @@ def publish(mq: Mosquitto, topic: str, payloads: list[bytes]) -> None:
 
 def test_mqtt_views_follow_and_set_mode_is_confirmed(adapter: Any) -> None:
     sim, fw, mq = adapter
-    f = Followed(mqtt_gx(), mqtt_section(mq))
-    try:
+    with Followed(mqtt_gx(), mqtt_section(mq)) as f:
         f.wait(follows_sim(sim), 10, "the view to follow the simulator")
         identity_and_charging(f.last())
         mode_cycle(f, fw, sim, "manual")
@@ -432,14 +425,11 @@ def test_mqtt_views_follow_and_set_mode_is_confirmed(adapter: Any) -> None:
         assert st["via"] == "mqtt" and st["topic"] == BASE and st["broker_connected"] is True
         assert (st["commands_ok"], st["commands_refused"]) == (2, 0)
         assert st["connected"] is True and st["dropped"] == 0
-    finally:
-        f.close()
 
 
 def test_mqtt_garbage_is_counted_and_ignored(adapter: Any) -> None:
     sim, fw, mq = adapter
-    f = Followed(mqtt_gx(), mqtt_section(mq))
-    try:
+    with Followed(mqtt_gx(), mqtt_section(mq)) as f:
         f.wait(follows_sim(sim), 10, "following")
         garbage = [
             b"not json",
@@ -461,30 +451,22 @@ def test_mqtt_garbage_is_counted_and_ignored(adapter: Any) -> None:
         assert st["dropped"] == len(garbage) + 1 and st["connected"] is True
         identity_and_charging(f.last())
         assert all(v["voltage_v"] is None or isinstance(v["voltage_v"], float) for v in f.views)
-    finally:
-        f.close()
 
 
 def test_mqtt_wrong_mode_or_no_adapter_is_an_error(adapter: Any) -> None:
     """No broker: an error at once; the adapter not following its commands: not confirmed."""
     _, fw, mq = adapter
-    f = Followed(mqtt_gx(), {"host": "127.0.0.1", "port": free_port()})
-    try:
+    with Followed(mqtt_gx(), {"host": "127.0.0.1", "port": free_port()}) as f:
         f.wait(lambda v: v.get("connected") is False, 5, "disconnected: no broker")
         assert "broker" in (f.status()["last_error"] or "")
         error = f.set_mode(False)
         assert error is not None and "broker" in error
-    finally:
-        f.close()
-    f = Followed({**mqtt_gx(), "bridge_topic": "ip22/nobody"}, mqtt_section(mq))
-    try:
+    with Followed({**mqtt_gx(), "bridge_topic": "ip22/nobody"}, mqtt_section(mq)) as f:
         f.wait(lambda v: v.get("connected") is False, 5, "disconnected: nothing on the topic")
         start = time.monotonic()
         error = f.set_mode(False)
         assert error is not None and "did not show mode manual, held off" in error
         assert time.monotonic() - start < bridge.CONFIRM_S + 1
-    finally:
-        f.close()
     assert fw.status()["control"]["mode"] == "manual"
 
 
@@ -493,9 +475,7 @@ def test_mqtt_wrong_mode_or_no_adapter_is_an_error(adapter: Any) -> None:
 
 def test_adapter_killed_and_restarted(adapter: Any) -> None:
     sim, fw, mq = adapter
-    over_http = Followed(http_gx(fw))
-    over_mqtt = Followed(mqtt_gx(), mqtt_section(mq))
-    try:
+    with Followed(http_gx(fw)) as over_http, Followed(mqtt_gx(), mqtt_section(mq)) as over_mqtt:
         for f in (over_http, over_mqtt):
             f.wait(follows_sim(sim), 10, "following")
         assert fw.proc is not None
@@ -517,6 +497,3 @@ def test_adapter_killed_and_restarted(adapter: Any) -> None:
         for f in (over_http, over_mqtt):
             f.wait(follows_sim(sim), 20, "following again")
         assert over_http.status()["last_error"] is None
-    finally:
-        over_http.close()
-        over_mqtt.close()

@@ -86,6 +86,21 @@ print("modules", " ".join(sorted(sys.modules)))
 """
 
 
+def _run(text: str, name: str, fw: Path, lib: Path, workdir: Path, micropython: str | None,
+         bits32: bool, files: dict[str, str] | None = None) -> str:
+    """A script on the Unix port (4 MB of heap) or on the 32-bit webassembly port (with
+    `files` written into its filesystem) with the firmware importable: its output."""
+    if bits32:
+        return wasm32.run(fw, lib, text, files or {}, workdir / name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    script = workdir / (name + ".py")
+    script.write_text(text)
+    env = dict(os.environ, MICROPYPATH="%s:%s:.frozen" % (fw, lib))
+    out = subprocess.run([micropython or micropython_path(), "-X", "heapsize=4M", str(script)],
+                         capture_output=True, text=True, env=env, cwd=workdir, timeout=60)
+    return out.stdout + out.stderr
+
+
 def _breakdown_pass(fw: Path, lib: Path, workdir: Path, micropython: str | None,
                     per_module: bool, bits32: bool = False) -> dict[str, Any]:
     name = "breakdown_%s%s" % ("modules" if per_module else "firmware", "_32" if bits32 else "")
@@ -96,17 +111,8 @@ def _breakdown_pass(fw: Path, lib: Path, workdir: Path, micropython: str | None,
         "uart": "socket://127.0.0.1:9", "state": str(where / "state.json"),
         "per_module": per_module,
     }
-    if bits32:
-        config = {str(where / "config.json"): (workdir / "config.json").read_text()}
-        stdout = wasm32.run(fw, lib, text, config, workdir / name)
-    else:
-        script = workdir / (name + ".py")
-        script.write_text(text)
-        env = dict(os.environ, MICROPYPATH="%s:.frozen" % lib)
-        out = subprocess.run([micropython or micropython_path(), "-X", "heapsize=4M",
-                              str(script)], capture_output=True, text=True, env=env,
-                             cwd=workdir, timeout=60)
-        stdout = out.stdout + out.stderr
+    files = {str(where / "config.json"): (workdir / "config.json").read_text()}
+    stdout = _run(text, name, fw, lib, workdir, micropython, bits32, files)
     steps: list[dict[str, Any]] = []
     result: dict[str, Any] = {"steps": steps, "modules": [], "output": stdout[-4000:]}
     for line in stdout.splitlines():
@@ -189,7 +195,7 @@ def breakdown_table(b: dict[str, Any], b32: dict[str, Any] | None = None) -> str
 MODULES_SCRIPT = """
 import gc, sys
 gc.collect(); base = gc.mem_alloc()
-import asyncio, board, charger, control, venus, trend, wifi, app, web
+import app, web
 gc.collect(); core = gc.mem_alloc()
 import mqtt
 gc.collect(); full = gc.mem_alloc()
@@ -200,18 +206,10 @@ print("modules", base, core, full)
 def modules_alone(fw: Path, lib: Path, workdir: Path, bits32: bool = False,
                   micropython: str | None = None) -> dict[str, int] | None:
     """The heap in use (bytes, with the interpreter's own) once the core's modules are read in
-    ("core") and MQTT's too ("full"); None if the script failed."""
-    if bits32:
-        stdout = wasm32.run(fw, lib, MODULES_SCRIPT, {}, workdir / "modules_32")
-    else:
-        workdir.mkdir(parents=True, exist_ok=True)
-        script = workdir / "modules.py"
-        script.write_text(MODULES_SCRIPT)
-        env = dict(os.environ, MICROPYPATH="%s:%s:.frozen" % (fw, lib))
-        out = subprocess.run([micropython or micropython_path(), "-X", "heapsize=4M",
-                              str(script)], capture_output=True, text=True, env=env,
-                             cwd=workdir, timeout=60)
-        stdout = out.stdout + out.stderr
+    ("core": app with what it imports, and web with microdot) and MQTT's too ("full"); None if
+    the script failed."""
+    name = "modules_32" if bits32 else "modules"
+    stdout = _run(MODULES_SCRIPT, name, fw, lib, workdir, micropython, bits32)
     m = re.search(r"^modules (\d+) (\d+) (\d+)$", stdout, re.M)
     if not m:
         return None
