@@ -128,6 +128,7 @@ def test_the_charger_on_dbus_follows_switches_and_survives_a_restart(
         until(lambda: items(name)["/State"] == 3, 15, "bulk, by itself")
 
         # a charger restart (a power cut): the name and paths stay, /Connected tells
+        assert fw.status()["counters"]["frames_bad"] == 0
         sim.call(lambda: apply_fault(sim.world, "charger.power_cut", 8))
         gone = until(lambda: items(name)["/Connected"] == 0 and items(name), 15, "/Connected 0")
         assert gone["/Dc/0/Voltage"] == [] and gone["/ProductId"] == 0xA334  # invalid, kept
@@ -135,7 +136,9 @@ def test_the_charger_on_dbus_follows_switches_and_survives_a_restart(
         assert back["/Serial"] == "HQ2230XY6XR"
         until(follows, 30, "following again after the restart")
         st = fw.status()
-        assert st["board"] == "gx" and st["counters"]["frames_bad"] == 0
+        # the cut can fall in the middle of a frame (the simulator drops what it was sending):
+        # that one frame arrives short and is counted bad, nothing else may be
+        assert st["board"] == "gx" and st["counters"]["frames_bad"] <= 1
 
 
 def start_bridge(workdir: Path, gx: dict[str, Any], env: dict[str, str],
