@@ -12,6 +12,7 @@ from webguard import Refused
 # bounded requests: a request line or header over 1 kB, or a body over 4 kB, is refused; only
 # an update's file may be longer, and it is streamed to flash, never held in memory
 MAX_BODY = 4096
+DRAIN_MAX = 16 * 1024  # a refused body up to this size is read and dropped before the answer
 Request.max_readline = 1024
 Request.max_content_length = 262144  # ota.MAX_FILE_BYTES; everything else: MAX_BODY (below)
 Request.max_body_length = MAX_BODY
@@ -43,6 +44,20 @@ async def _answer(writer, status, why):
         status, webguard.REASONS.get(status, "Unknown"))
     writer.write(("%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)).encode())
     await writer.drain()
+
+
+async def drain(request):
+    """Read and drop a refused body of modest size: a socket closed on unread bytes is reset,
+    and the client may lose the answer before it reads it. A larger one is not worth the wait
+    (the body's idle limit still bounds each read)."""
+    left = request.content_length
+    if left > DRAIN_MAX:
+        return
+    while left > 0:
+        chunk = await request.stream.read(min(left, 512))
+        if not chunk:
+            return
+        left -= len(chunk)
 
 
 class Server(Microdot):
@@ -165,6 +180,7 @@ def make_app(app):
     @server.before_request
     async def bounded(request):
         if request.content_length > MAX_BODY and not request.path.startswith(OTA_FILE):
+            await drain(request)
             return {"error": "the body is over %d bytes" % MAX_BODY}, 413
 
     @server.errorhandler(404)
